@@ -1,0 +1,182 @@
+"""The Admin profile file: what profiling measured, and the model it was measured on.
+
+JSON, one object::
+
+    {"format": "fairseq-admin-profile", "format_version": 1,
+     "model": {"arch": ..., "encoder_layers": ..., ...},       # ModelFacts
+     "data": {"tokens": ..., "sentences": ..., "batches": ..., "seed": ..., "max_tokens": ...},
+     "branches": [{"side": "encoder", "layer": 0, "branch": "self_attn",
+                   "var_input": ..., "var_shortcut": ..., "var_branch": ..., "omega": ...}, ...]}
+
+``var_input`` is Var[x_i], ``var_shortcut`` Var[ω_i·x_i] and ``var_branch`` Var[f_i(x_i)].
+Written atomically (temporary file + rename), so an interrupted run never leaves half a profile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+FORMAT = "fairseq-admin-profile"
+FORMAT_VERSION = 1
+PROFILE_FILENAME = "admin_profile.json"
+
+
+class ProfileError(ValueError):
+    """A profile that is missing, unreadable, or taken from another model."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a profile must agree on with the model that uses it."""
+
+    arch: str
+    encoder_layers: int
+    decoder_layers: int
+    encoder_embed_dim: int
+    decoder_embed_dim: int
+    encoder_ffn_embed_dim: int
+    decoder_ffn_embed_dim: int
+    encoder_attention_heads: int
+    decoder_attention_heads: int
+    encoder_normalize_before: bool
+    decoder_normalize_before: bool
+
+    @classmethod
+    def from_args(cls, args: Any) -> "ModelFacts":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class BranchRecord:
+    side: str  # "encoder" or "decoder"
+    layer: int
+    branch: str  # "self_attn", "cross_attn" or "ffn"
+    var_input: float
+    var_shortcut: float
+    var_branch: float
+    omega: float
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    tokens: int
+    sentences: int
+    batches: int
+    seed: int
+    max_tokens: int | None
+
+
+@dataclass(frozen=True)
+class AdminProfile:
+    model: ModelFacts
+    data: DataFacts
+    branches: tuple[BranchRecord, ...]
+
+    def omegas(self, side: str) -> list[float]:
+        return [b.omega for b in self.branches if b.side == side]
+
+    def to_json(self) -> str:
+        payload = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": asdict(self.model),
+            "data": asdict(self.data),
+            "branches": [asdict(b) for b in self.branches],
+        }
+        try:
+            return json.dumps(payload, indent=1, allow_nan=False) + "\n"
+        except ValueError as err:  # NaN or inf: the profiling forward pass overflowed
+            raise ProfileError(
+                "profiling measured a non-finite variance (NaN or inf), so no profile was written; "
+                "the model's forward pass overflows at initialization — check the learning setup "
+                "(dims, --max-tokens) and profile in fp32"
+            ) from err
+
+
+def default_profile_path(save_dir: str) -> str:
+    return os.path.join(save_dir, PROFILE_FILENAME)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_profile(profile: AdminProfile, path: str) -> None:
+    write_atomically(path, profile.to_json())
+
+
+def _reject_constant(name: str) -> float:
+    raise ProfileError(f"contains {name}")
+
+
+def load_profile(path: str) -> AdminProfile:
+    """Read and validate a profile; every way it can be wrong is a ProfileError that says what to do."""
+    redo = "re-run profiling (--init-type adaptive-profiling) to write a new one"
+    if not os.path.exists(path):
+        raise ProfileError(
+            f"no Admin profile at {path}. Run the profiling step first: the same fairseq-train "
+            "command with --init-type adaptive-profiling (or point --admin-profile at an existing profile)"
+        )
+    try:
+        with open(path) as f:
+            raw = json.load(f, parse_constant=_reject_constant)
+    except ProfileError as err:
+        raise ProfileError(f"Admin profile {path} {err} (a non-finite value); {redo}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProfileError(f"Admin profile {path} is not valid JSON ({err}); it may be truncated; {redo}") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ProfileError(f"{path} is not a fairseq-admin profile (no \"format\": \"{FORMAT}\"); {redo}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ProfileError(
+            f"Admin profile {path} has format version {raw.get('format_version')!r}; this fairseq-admin "
+            f"reads version {FORMAT_VERSION}; {redo}"
+        )
+    try:
+        profile = AdminProfile(
+            model=ModelFacts(**raw["model"]),
+            data=DataFacts(**raw["data"]),
+            branches=tuple(BranchRecord(**b) for b in raw["branches"]),
+        )
+    except (KeyError, TypeError) as err:
+        raise ProfileError(f"Admin profile {path} is incomplete or malformed ({err}); {redo}") from None
+    for b in profile.branches:
+        values = (b.var_input, b.var_shortcut, b.var_branch, b.omega)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or b.omega <= 0:
+            raise ProfileError(
+                f"Admin profile {path} has an invalid value at {b.side} layer {b.layer} {b.branch} "
+                f"(ω must be a finite positive number); {redo}"
+            )
+    return profile
+
+
+def check_profile_matches(profile: AdminProfile, facts: ModelFacts, path: str) -> None:
+    """Stop with a clear error when a profile was taken from a different model."""
+    mismatches = [
+        f"{name}: profile {getattr(profile.model, name)!r}, model {getattr(facts, name)!r}"
+        for name in (f.name for f in fields(ModelFacts))
+        if getattr(profile.model, name) != getattr(facts, name)
+    ]
+    if mismatches:
+        raise ProfileError(
+            f"Admin profile {path} was taken from a different model ({'; '.join(mismatches)}). "
+            "Profile this model (--init-type adaptive-profiling with the same model flags) "
+            "or pass --admin-profile for the right one"
+        )
