@@ -251,7 +251,9 @@ def initialize_omegas(model: TransformerAdminModel, args, task) -> None:
         source = path
     if not args.admin_omega_fixed:
         for side in ("encoder", "decoder"):
-            for shortcut in model.admin_shortcuts(side):
+            # ω_1 scales the embeddings, which no LayerNorm precedes; keeping it the constant 1
+            # that profiling gives it is what lets a trained model fold ω into a stock Transformer.
+            for shortcut in model.admin_shortcuts(side)[1:]:
                 shortcut.make_trainable()
     # Saved with the config: a model rebuilt from a checkpoint takes ω from its state, not a profile.
     args.admin_omegas_from_checkpoint = True

@@ -1,0 +1,58 @@
+"""Shared fixtures: a real slice of Multi30k, prepared with our CLI, and real fairseq subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MULTI30K = Path(os.environ.get("MULTI30K_DIR", REPO.parent / "shared" / "data" / "multi30k"))
+BIN = Path(sys.executable).parent
+
+# A model small enough for a 2-core CPU: a few seconds per fairseq-train call.
+TINY_MODEL = [
+    "--arch", "transformer_admin", "--encoder-layers", "3", "--decoder-layers", "3",
+    "--encoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2", "--share-all-embeddings",
+]
+TINY_TRAINING = [
+    "--optimizer", "radam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "5", "--max-tokens", "1024",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--cpu", "--seed", "1", "--no-progress-bar", "--log-interval", "1", "--log-format", "simple",
+    "--num-workers", "0",
+]
+
+
+def fairseq(tool: str, *args: str | os.PathLike, check: bool = True, env: dict | None = None,
+            timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a real fairseq console script (fairseq-train, fairseq-generate, ...) from this environment."""
+    command = [str(BIN / tool), *map(str, args)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr[-4000:]}\n{result.stdout[-2000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """First 2000 Multi30k de-en training pairs, joint sentencepiece (1000) trained here, binarized."""
+    if not MULTI30K.is_dir():
+        pytest.fail(f"Multi30k not found at {MULTI30K}; set MULTI30K_DIR")
+    dest = tmp_path_factory.mktemp("multi30k")
+    subprocess.run(
+        [sys.executable, "-m", "fairseq_admin.prepare", "--raw-dir", str(MULTI30K), "--dest", str(dest),
+         "--src", "de", "--tgt", "en", "--vocab-size", "1000", "--max-train-pairs", "2000"],
+        cwd=REPO, check=True, capture_output=True,
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def data_bin(data_dir: Path) -> Path:
+    return data_dir / "bin"
