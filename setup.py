@@ -4,13 +4,15 @@ Install with ``bash scripts/setup.sh``: torch and fairseq-fixed must be installe
 in a particular way (see that script), which ``pip install`` alone cannot do.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="fairseq-admin",
     version="0.1.0",
-    description="Admin (Liu et al., EMNLP 2020) for fairseq: profiling-based shortcut scaling for deep Post-LN Transformers",
-    long_description=open("README.md", encoding="utf-8").read(),
+    description="Admin (Liu et al., EMNLP 2020) for fairseq: profiled shortcut scaling for deep Post-LN Transformers",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fairseq_admin", "fairseq_admin.*"]),
     python_requires=">=3.10",

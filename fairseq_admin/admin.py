@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -36,7 +36,7 @@ def omega_sequence(input_vars: Sequence[float], branch_vars: Sequence[float]) ->
         raise ValueError("need as many input variances as branch variances")
     omegas: list[float] = []
     omega = 1.0
-    for var_x, var_f in zip(input_vars, branch_vars):
+    for var_x, var_f in zip(input_vars, branch_vars, strict=True):
         omegas.append(omega)
         omega = math.sqrt(omega * omega * var_x + var_f)
     return omegas
@@ -84,7 +84,7 @@ class RunningVariance:
         return self.m2 / self.count if self.count else float("nan")
 
 
-def _non_padding(x: torch.Tensor, padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
+def _non_padding(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Rows of a (time, batch, channel) tensor at non-padding positions; the mask is (batch, time)."""
     if padding_mask is None:
         return x.reshape(-1, x.size(-1))
@@ -114,7 +114,7 @@ class SideProfiler:
         index: int,
         shortcut: torch.Tensor,
         branch: torch.Tensor,
-        padding_mask: Optional[torch.Tensor],
+        padding_mask: torch.Tensor | None,
     ) -> None:
         self.inputs[index].add(_non_padding(shortcut, padding_mask))
         self.branches[index].add(_non_padding(branch, padding_mask))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
-from typing import Optional
 
 
 class AdminError(ValueError):
@@ -26,7 +25,7 @@ def install_excepthook() -> None:
     if getattr(previous, "_fairseq_admin", False):
         return
 
-    def hook(kind: type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> None:
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if _is_user_error(exc):
             print(f"fairseq-admin: error: {exc}", file=sys.stderr, flush=True)
         else:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any, Iterator, Optional
+from typing import Any
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -64,7 +65,7 @@ class AdminShortcut(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("omega", torch.ones(dim))
-        self.profiler: Optional[SideProfiler] = None
+        self.profiler: SideProfiler | None = None
         self.index = 0  # position of this branch on its side, set with the profiler
 
     def make_trainable(self) -> None:
@@ -72,7 +73,7 @@ class AdminShortcut(nn.Module):
         del self._buffers["omega"]
         self.omega = nn.Parameter(value)
 
-    def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None) -> Tensor:
         if self.profiler is not None:
             with torch.no_grad():
                 self.omega.fill_(self.profiler.omega(self.index))
@@ -85,7 +86,7 @@ class _ShortcutRouting:
 
     admin_shortcuts: nn.ModuleList
     _next_shortcut: int
-    _padding_mask: Optional[Tensor]
+    _padding_mask: Tensor | None
 
     def residual_connection(self, x: Tensor, residual: Tensor) -> Tensor:
         shortcut = self.admin_shortcuts[self._next_shortcut]
@@ -98,7 +99,7 @@ class AdminEncoderLayer(_ShortcutRouting, TransformerEncoderLayerBase):
         super().__init__(cfg, return_fc=return_fc)
         self.admin_shortcuts = nn.ModuleList(AdminShortcut(self.embed_dim) for _ in ENCODER_BRANCHES)
 
-    def forward(self, x, encoder_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor] = None):
+    def forward(self, x, encoder_padding_mask: Tensor | None, attn_mask: Tensor | None = None):
         self._next_shortcut, self._padding_mask = 0, encoder_padding_mask
         try:
             return super().forward(x, encoder_padding_mask, attn_mask)
@@ -112,7 +113,7 @@ class AdminDecoderLayer(_ShortcutRouting, TransformerDecoderLayerBase):
         branches = [b for b in DECODER_BRANCHES if not (no_encoder_attn and b == "cross_attn")]
         self.admin_shortcuts = nn.ModuleList(AdminShortcut(self.embed_dim) for _ in branches)
 
-    def forward(self, x, *args: Any, self_attn_padding_mask: Optional[Tensor] = None, **kwargs: Any):
+    def forward(self, x, *args: Any, self_attn_padding_mask: Tensor | None = None, **kwargs: Any):
         self._next_shortcut, self._padding_mask = 0, self_attn_padding_mask
         try:
             return super().forward(x, *args, self_attn_padding_mask=self_attn_padding_mask, **kwargs)
@@ -202,7 +203,7 @@ def check_init_type(args) -> None:
         )
 
 
-def omegas_in_checkpoint(args) -> Optional[str]:
+def omegas_in_checkpoint(args) -> str | None:
     """Where ω will come from if fairseq is about to restore a checkpoint, else None.
 
     Mirrors fairseq's checkpoint_utils.load_checkpoint: checkpoint_last.pt in --save-dir, or
@@ -267,7 +268,7 @@ def set_omegas(model: TransformerAdminModel, encoder: list[float], decoder: list
         if len(shortcuts) != len(values):
             raise AdminError(f"profile has {len(values)} {side} branches, model has {len(shortcuts)}")
         with torch.no_grad():
-            for shortcut, value in zip(shortcuts, values):
+            for shortcut, value in zip(shortcuts, values, strict=True):
                 shortcut.omega.fill_(value)
 
 

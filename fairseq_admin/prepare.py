@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 from fairseq_admin.errors import AdminError
 from fairseq_admin.profile_file import write_atomically
@@ -43,12 +43,12 @@ def _find(raw_dir: str, name: str, lang: str) -> str:
     raise AdminError(f"no {name}.{lang}[.gz] in {raw_dir}: point --raw-dir (or $MULTI30K_DIR) at the raw text")
 
 
-def read_pairs(raw_dir: str, name: str, src: str, tgt: str, limit: Optional[int]) -> list[tuple[str, str]]:
+def read_pairs(raw_dir: str, name: str, src: str, tgt: str, limit: int | None) -> list[tuple[str, str]]:
     with _open_text(_find(raw_dir, name, src)) as fs, _open_text(_find(raw_dir, name, tgt)) as ft:
         src_lines, tgt_lines = fs.read().splitlines(), ft.read().splitlines()
     if len(src_lines) != len(tgt_lines):
         raise AdminError(f"{name}.{src} has {len(src_lines)} lines but {name}.{tgt} has {len(tgt_lines)}")
-    pairs = [(s.strip(), t.strip()) for s, t in zip(src_lines, tgt_lines)]
+    pairs = [(s.strip(), t.strip()) for s, t in zip(src_lines, tgt_lines, strict=True)]
     return pairs[:limit] if limit else pairs
 
 
@@ -70,7 +70,7 @@ def train_sentencepiece(texts: list[str], model_prefix: str, vocab_size: int) ->
 
 
 def prepare(raw_dir: str, dest: str, src: str, tgt: str, vocab_size: int,
-            splits: dict[str, str], max_train_pairs: Optional[int], workers: int = 1) -> str:
+            splits: dict[str, str], max_train_pairs: int | None, workers: int = 1) -> str:
     """Prepare one language pair; returns the binarized data directory for fairseq."""
     os.makedirs(dest, exist_ok=True)
     text_dir = os.path.join(dest, "text")
@@ -121,7 +121,7 @@ def prepare(raw_dir: str, dest: str, src: str, tgt: str, vocab_size: int,
     return bin_dir
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--raw-dir", default=None, help="raw text (default: $MULTI30K_DIR or ../shared/data/multi30k)")
     parser.add_argument("--dest", required=True, help="output directory (text/, spm.model, bin/)")

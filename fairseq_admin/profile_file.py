@@ -47,7 +47,7 @@ class ModelFacts:
     decoder_normalize_before: bool
 
     @classmethod
-    def from_args(cls, args: Any) -> "ModelFacts":
+    def from_args(cls, args: Any) -> ModelFacts:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 

@@ -91,7 +91,7 @@ def profile_model(model: TransformerAdminModel, args: Any, task: Any) -> AdminPr
     for side, profiler in profilers.items():
         omegas = profiler.omegas()
         for (layer, name), var_x, var_f, omega in zip(
-            branch_names(model, side), profiler.input_variances(), profiler.branch_variances(), omegas
+            branch_names(model, side), profiler.input_variances(), profiler.branch_variances(), omegas, strict=True
         ):
             records.append(BranchRecord(side, layer, name, var_x, omega * omega * var_x, var_f, omega))
     return AdminProfile(
