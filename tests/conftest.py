@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,21 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def data_bin(data_dir: Path) -> Path:
     return data_dir / "bin"
+
+
+def train_log(stdout: str, key: str = "loss") -> list[float]:
+    """Values of ``key`` from fairseq's per-update ``train_inner`` log lines (``--log-format simple``)."""
+    values = []
+    for line in stdout.splitlines():
+        if "| train_inner |" in line:
+            values.append(float(dict(re.findall(r"(\w+)=([^,\s]+)", line))[key]))
+    return values
+
+
+@pytest.fixture(scope="session")
+def profile_path(data_bin: Path, tmp_path_factory) -> Path:
+    """An Admin profile of the TINY_MODEL, written by a real profiling run."""
+    save_dir = tmp_path_factory.mktemp("profiled")
+    fairseq("fairseq-train", data_bin, "--user-dir", "fairseq_admin", *TINY_MODEL, *TINY_TRAINING,
+            "--init-type", "adaptive-profiling", "--save-dir", save_dir, "--admin-profile-tokens", "4096")
+    return save_dir / "admin_profile.json"
