@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             "fairseq-admin-dir=fairseq_admin:print_user_dir",
             "fairseq-admin-prepare=fairseq_admin.prepare:main",
+            "fairseq-admin-export=fairseq_admin.export:main",
         ],
     },
 )

@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 # fairseq lowers the root logger to WARNING on ranks > 0; our few lines (ω per rank) should still show.
 logger.setLevel(logging.INFO)
 
-INIT_TYPES = ("default", "adaptive-profiling", "adaptive")
+INIT_TYPES = ("default", "adaptive-profiling", "adaptive", "admin-closed-form", "deepnorm", "rezero")
 ENCODER_BRANCHES = ("self_attn", "ffn")
 DECODER_BRANCHES = ("self_attn", "cross_attn", "ffn")
 
@@ -150,11 +150,14 @@ class TransformerAdminModel(TransformerModel):
         parser.add_argument("--init-type", choices=INIT_TYPES,
                             help="default: ω = 1 (stock Post-LN); adaptive-profiling: measure the "
                                  "branch variances, write the profile and exit; adaptive: set ω from "
-                                 "the profile and train")
+                                 "the profile and train; admin-closed-form, deepnorm, rezero: comparators "
+                                 "(see fairseq_admin/comparators.py)")
         parser.add_argument("--admin-profile", metavar="PATH",
                             help="profile file (default: <save-dir>/admin_profile.json)")
         parser.add_argument("--admin-profile-tokens", type=int, metavar="N",
                             help="target tokens the profiling pass reads (at least one batch; default 8192)")
+        parser.add_argument("--admin-output-change", choices=("log", "constant"),
+                            help="admin-closed-form: output change O(log n) (default) or O(1)")
         parser.add_argument("--admin-omega-fixed", action="store_true",
                             help="keep ω a constant buffer instead of a trainable vector")
 
@@ -239,6 +242,11 @@ def initialize_omegas(model: TransformerAdminModel, args, task) -> None:
     """Set ω as --init-type asks; profiling ends the process here, after writing the profile."""
     if args.init_type == "default":
         return
+    if args.init_type in ("admin-closed-form", "deepnorm", "rezero"):
+        from fairseq_admin.comparators import initialize_comparator
+
+        initialize_comparator(model, args)
+        return
     if args.init_type == "adaptive-profiling":
         from fairseq_admin.profiling import profile_and_exit
 
@@ -281,6 +289,7 @@ def transformer_admin(args):
     args.admin_profile = getattr(args, "admin_profile", None)
     args.admin_profile_tokens = getattr(args, "admin_profile_tokens", 8192)
     args.admin_omega_fixed = getattr(args, "admin_omega_fixed", False)
+    args.admin_output_change = getattr(args, "admin_output_change", "log")
     if args.init_type == "adaptive-profiling" and getattr(args, "distributed_world_size", 1) > 1:
         raise AdminError(
             f"profiling must run in a single process, but the world size is {args.distributed_world_size}: "
