@@ -1,0 +1,195 @@
+"""Output change after one update vs depth, for Post-LN, Pre-LN and Admin (the paper's Section 4 claim).
+
+The paper argues that Post-LN's heavy dependency on its residual branches amplifies parameter updates:
+the output change ``E‖F(x, W) − F(x, W*)‖²`` grows like O(N) with the number of layers N, and that Admin
+brings it down to O(log N). Here, per method and depth:
+
+* the model is built in-process by fairseq itself (options parser with ``--user-dir fairseq_admin``,
+  ``tasks.setup_task``, ``task.build_model``), seeded as ``fairseq-train`` seeds it; Admin's ω come from
+  ``fairseq_admin.profiling.profile_model`` on the first training batches, then ``set_omegas`` and
+  ω_2.. made trainable, exactly what ``--init-type adaptive`` does;
+* W* = W after ONE Adam step (betas 0.9/0.98, eps 1e-8, fixed lr, no warmup) on the first Multi30k
+  training batch (the same batch for every seed and depth; the seed changes the initialization only),
+  loss = fairseq's label_smoothed_cross_entropy (0.1); dropout is off for the update
+  and for the measurements, so the difference is the update alone;
+* F(x, W) = the decoder's output features (after the last LayerNorm, before the output projection),
+  on the first validation batches; the reported value is the mean over non-padding target tokens of
+  ‖F(x, W) − F(x, W*)‖² (summed over channels), averaged over seeds.
+
+Then both ``a + b·N`` and ``a + b·ln N`` are fitted by least squares per method; the better R² says
+which growth the measurements follow. A log-log slope (Δ ∝ N^p) is reported too.
+
+    python scripts/output_change.py                       # depths 6..48, d_model 64, 3 seeds, lr 1e-5
+    python scripts/output_change.py --toy                 # CI size (depths 1, 2)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+
+from _evidence_common import (
+    COLORS,
+    RESULTS,
+    available_methods,
+    batches,
+    build_in_process,
+    ensure_data,
+    markdown_table,
+    model_flags,
+    pyplot,
+    save_figure,
+    write_csv,
+    write_json,
+)
+
+
+def make_admin(model: Any, args: Any, task: Any) -> None:
+    """What --init-type adaptive does, with the profile measured in-process instead of read from a file."""
+    from fairseq_admin.model import set_omegas
+    from fairseq_admin.profiling import profile_model
+
+    profile = profile_model(model, args, task)
+    set_omegas(model, profile.omegas("encoder"), profile.omegas("decoder"))
+    for side in ("encoder", "decoder"):
+        for shortcut in model.admin_shortcuts(side)[1:]:
+            shortcut.make_trainable()
+
+
+@torch.no_grad()
+def features(model: Any, samples: list[dict]) -> list[torch.Tensor]:
+    """Decoder output features per batch, padding positions zeroed."""
+    out = []
+    for sample in samples:
+        x, _ = model(**sample["net_input"], features_only=True)
+        mask = sample["target"].ne(1).unsqueeze(-1)  # fairseq's pad index is 1
+        out.append((x * mask).double())
+    return out
+
+
+def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, heads: int, seed: int, lr: float,
+                  max_tokens: int, eval_batches: int) -> dict[str, float]:
+    """One measurement: build, (profile,) update once, compare outputs."""
+    _, init_type, extra = available_methods()[method]
+    built_as = "default" if init_type == "adaptive" else init_type  # comparators: fairseq's build_model sets them
+    argv = [str(data), *model_flags(layers, dim, ffn, heads), *extra, "--init-type", built_as,
+            "--seed", str(seed), "--max-tokens", str(max_tokens), "--cpu", "--num-workers", "0",
+            "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+            "--admin-profile-tokens", str(max_tokens * 4)]
+    args, task, model = build_in_process(argv)
+    start = time.perf_counter()
+    if init_type == "adaptive":
+        make_admin(model, args, task)
+    criterion = task.build_criterion(args)
+    update = batches(task, model, args, "train", 1, max_tokens, seed=1)[0]  # same x for every seed: only W varies
+    evals = batches(task, model, args, "valid", eval_batches, max_tokens, shuffle=False)
+    model.eval()  # dropout off: the change is the update's alone
+    before = features(model, evals)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.98),
+                                 eps=1e-8)
+    loss, _, _ = criterion(model, update)
+    loss.backward()
+    optimizer.step()
+    after = features(model, evals)
+    tokens = sum(int(s["target"].ne(1).sum()) for s in evals)
+    change = sum(float(((a - b) ** 2).sum()) for a, b in zip(after, before, strict=True)) / tokens
+    scale = sum(float((b ** 2).sum()) for b in before) / tokens
+    return {"method": method, "layers": layers, "seed": seed, "output_change": change,
+            "relative_change": change / scale, "loss": float(loss.detach()) / int(update["ntokens"]),
+            "eval_tokens": tokens, "seconds": time.perf_counter() - start}
+
+
+def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least squares y = a + b x; returns (a, b, R²)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    a = my - b * mx
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    return a, b, 1 - ss_res / ss_tot if ss_tot else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "output_change")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated (default: every available method, comparators included)")
+    parser.add_argument("--depths", default="6,12,18,24,36,48")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--ffn", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seeds", default="1,2,3", help="initialization seeds (the batches are the same for all)")
+    parser.add_argument("--lr", type=float, default=1e-5, help="the one Adam step's learning rate")
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--eval-batches", type=int, default=4)
+    parser.add_argument("--toy", action="store_true", help="depths 1,2, d32, one seed (CI)")
+    args = parser.parse_args(argv)
+    if args.toy:
+        args.depths, args.dim, args.ffn, args.heads, args.seeds, args.eval_batches = "1,2", 32, 64, 2, "1", 1
+    torch.set_num_threads(1)
+    data = args.data or ensure_data()
+    methods = args.methods.split(",") if args.methods else list(available_methods())
+    depths = [int(d) for d in args.depths.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    rows = []
+    for layers in depths:
+        for method in methods:
+            for seed in seeds:
+                row = output_change(data, method, layers, args.dim, args.ffn, args.heads, seed, args.lr,
+                                    args.max_tokens, args.eval_batches)
+                rows.append(row)
+                print(f"  N={layers:>3} {method:>7} seed {seed}: ‖ΔF‖² {row['output_change']:.4g} "
+                      f"(relative {row['relative_change']:.3g}, {row['seconds']:.1f}s)", flush=True)
+    write_csv(args.out / "output_change.csv", rows)
+
+    labels = {m: available_methods()[m][0] for m in methods}
+    mean = {m: [sum(r["output_change"] for r in rows if r["method"] == m and r["layers"] == n) / len(seeds)
+                for n in depths] for m in methods}
+    fits, table = {}, []
+    for m in methods:
+        lin = fit([float(n) for n in depths], mean[m])
+        log = fit([math.log(n) for n in depths], mean[m])
+        power = fit([math.log(n) for n in depths], [math.log(max(v, 1e-30)) for v in mean[m]])
+        better = "N" if lin[2] > log[2] else "log N"
+        fits[m] = {"linear": {"a": lin[0], "b": lin[1], "r2": lin[2]}, "log": {"a": log[0], "b": log[1], "r2": log[2]},
+                   "power_exponent": power[1], "better_fit": better}
+        table.append([labels[m], *mean[m], lin[2], log[2], power[1], better])
+    header = ["method", *[f"N={n}" for n in depths], "R² vs N", "R² vs ln N", "slope log-log", "better fit"]
+    print(markdown_table(header, table), flush=True)
+    write_json(args.out / "fits.json", {"depths": depths, "seeds": seeds, "dim": args.dim, "ffn": args.ffn,
+                                        "lr": args.lr, "mean_output_change": mean, "fits": fits})
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for m in methods:
+        for ax in axes:
+            ax.plot(depths, mean[m], "o-", label=labels[m], color=COLORS.get(m))
+    axes[0].set_title("output change after one Adam step")
+    axes[1].set_title("same, log-log axes")
+    axes[1].set_xscale("log")
+    axes[1].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("layers per side N (N-N encoder-decoder)")
+        ax.set_ylabel("E‖F(x,W) − F(x,W*)‖² per token")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"Multi30k, d_model {args.dim}, ffn {args.ffn}, Adam lr {args.lr:g}, seeds {args.seeds}")
+    save_figure(fig, args.out / "output_change.png")
+    print(f"wrote {args.out}/output_change.csv, fits.json, output_change.png", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
