@@ -14,8 +14,8 @@ be turned into ω after the fact (see :class:`SideProfiler`). With one batch
 the result is exactly the original's.
 
 Variances are over every non-padding element (population variance, ddof=0,
-as ``np.var`` in the original), accumulated in float64 whatever the model's
-dtype, so a half-precision overflow cannot poison ω unnoticed.
+as ``np.var`` in the original), computed in fp32 and merged across batches in
+float64, whatever the model's dtype (profiling itself runs the model in fp32).
 """
 
 from __future__ import annotations
@@ -59,20 +59,19 @@ def closed_form_omega(num_branches: int, output_change: str = "log") -> float:
 
 @dataclass
 class RunningVariance:
-    """Mean and variance of every element seen so far, merged batch by batch (Chan et al.) in float64."""
+    """Mean and variance of every element seen so far: fp32 per batch, merged in float64 (Chan et al.)."""
 
     count: int = 0
     mean: float = 0.0
     m2: float = 0.0
 
     def add(self, values: torch.Tensor) -> None:
-        values = values.detach().to(torch.float64).reshape(-1)
+        values = values.detach().float().reshape(-1)
         n = values.numel()
         if n == 0:
             return
-        batch_mean = values.mean()
-        batch_m2 = ((values - batch_mean) ** 2).sum().item()
-        batch_mean = batch_mean.item()
+        batch_var, batch_mean = torch.var_mean(values, correction=0)
+        batch_m2, batch_mean = batch_var.item() * n, batch_mean.item()
         total = self.count + n
         delta = batch_mean - self.mean
         self.mean += delta * n / total
