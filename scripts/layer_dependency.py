@@ -38,29 +38,20 @@ from _evidence_common import (
     ensure_data,
     markdown_table,
     method_flags,
+    model_flags,
     pyplot,
     save_figure,
     write_csv,
     write_json,
 )
-from stability import REGIMES, TOY_REGIME
+from stability import REGIMES, TOY_REGIME, Regime, training_flags
 
 
-def train_argv(log: Path) -> list[str]:
-    """The fairseq-train argv recorded on the first line of a stability log (minus the program and user dir)."""
-    first = log.read_text().splitlines()[0].lstrip("# ").split(" ")
-    argv = first[first.index(next(a for a in first if a.endswith("fairseq-train"))) + 1:]
-    # "(0.9, 0.98)" was split on its space when the line was written; rejoin it.
-    joined, i = [], 0
-    while i < len(argv):
-        if argv[i].startswith("(") and not argv[i].endswith(")"):
-            joined.append(argv[i] + " " + argv[i + 1])
-            i += 2
-        else:
-            joined.append(argv[i])
-            i += 1
-    cut = joined.index("--user-dir")
-    return joined[:cut] + joined[cut + 2:]
+def run_argv(data: Path, regime: Regime, method: str, run_dir: Path, size: list[str]) -> list[str]:
+    """The argv scripts/stability.py trains this run with, so the model here is built (and seeded) the same."""
+    return [str(data), *size, *training_flags(regime, run_dir, 5, 10), *method_flags(method),
+            # build fresh, ω from the profile (fairseq would otherwise take the run's checkpoint_last.pt)
+            "--restore-file", str(run_dir / "no-such-checkpoint.pt")]
 
 
 def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
@@ -98,22 +89,20 @@ def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def measure(run_dir: Path, data: Path, method: str, eval_batches: int) -> dict[str, list[dict[str, Any]]]:
-    """β at init (rebuilt from the run's own argv and seed) and after training (its last checkpoint)."""
+def measure(run_dir: Path, data: Path, regime: Regime, method: str, size: list[str],
+            eval_batches: int) -> dict[str, Any]:
+    """β at init (rebuilt from the run's own argv and seed) and, if the run finished, after training."""
     from fairseq import checkpoint_utils
 
-    argv = train_argv(run_dir / "train.log")
-    argv[0] = str(data)
-    if method_flags(method)[1] == "adaptive":
-        argv += ["--admin-profile", str(run_dir / "admin_profile.json")]
-    argv += ["--restore-file", str(run_dir / "no-such-checkpoint.pt")]  # build fresh, do not restore
-    args, task, model = build_in_process(argv)
+    args, task, model = build_in_process(run_argv(data, regime, method, run_dir, size))
     samples = batches(task, model, args, "valid", eval_batches, 4096, shuffle=False)
-    result = {"init": branch_shares(model, samples)}
-    state = checkpoint_utils.load_checkpoint_to_cpu(str(run_dir / "checkpoint_last.pt"))
-    model.load_state_dict(state["model"], strict=True)
-    result["trained"] = branch_shares(model, samples)
-    result["updates"] = [{"num_updates": state["optimizer_history"][-1]["num_updates"]}]
+    result: dict[str, Any] = {"init": branch_shares(model, samples)}
+    checkpoint = run_dir / "checkpoint_last.pt"
+    if checkpoint.exists():
+        state = checkpoint_utils.load_checkpoint_to_cpu(str(checkpoint))
+        model.load_state_dict(state["model"], strict=True)
+        result["trained"] = branch_shares(model, samples)
+        result["num_updates"] = state["optimizer_history"][-1]["num_updates"]
     return result
 
 
@@ -124,11 +113,11 @@ def plot(regime: str, results: dict[str, dict], labels: dict[str, str], path: Pa
         for col, side in enumerate(("encoder", "decoder")):
             ax = axes[row][col]
             for method, res in results.items():
-                points = [r for r in res[stage] if r["side"] == side]
+                points = [r for r in res.get(stage, []) if r["side"] == side]
                 ax.plot([r["index"] + 1 for r in points], [r["beta"] for r in points], ".-", label=labels[method],
                         color=COLORS.get(method))
-            updates = next(iter(results.values()))["updates"][0]["num_updates"]
-            when = "at initialization" if stage == "init" else f"after {updates} updates"
+            updates = max((res.get("num_updates", 0) for res in results.values()), default=0)
+            when = "at initialization" if stage == "init" else f"after {updates} updates (scripts/stability.py)"
             ax.set_title(f"{side}, {when}")
             ax.set_xlabel("residual branch i (forward order: 2 per encoder layer, 3 per decoder layer)")
             ax.grid(alpha=0.3)
@@ -145,42 +134,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "layer_dependency")
     parser.add_argument("--regimes", default="A,B")
     parser.add_argument("--methods", default="postln,preln,admin")
+    parser.add_argument("--layers", type=int, default=18, help="as given to scripts/stability.py")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--ffn", type=int, default=512)
+    parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--eval-batches", type=int, default=2, help="validation batches of 4096 tokens")
     parser.add_argument("--toy", action="store_true", help="read scripts/stability.py --toy's runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.toy:
+        args.layers, args.dim, args.ffn, args.heads = 2, 32, 64, 2  # scripts/stability.py --toy's size
     data = args.data or ensure_data()
-    regimes = [TOY_REGIME.name] if args.toy else [REGIMES[r].name for r in args.regimes.split(",")]
+    regimes = [TOY_REGIME] if args.toy else [REGIMES[r] for r in args.regimes.split(",")]
     methods = args.methods.split(",")
     labels = {m: available_methods()[m][0] for m in methods}
+    size = model_flags(args.layers, args.dim, args.ffn, args.heads)
 
     csv_rows, summary = [], {}
     for regime in regimes:
         results = {}
         for method in methods:
-            run_dir = args.stability_dir / regime / method
-            if not (run_dir / "checkpoint_last.pt").exists():
-                print(f"  {regime}/{method}: no checkpoint in {run_dir}; run scripts/stability.py first", flush=True)
+            run_dir = args.stability_dir / regime.name / method
+            if method_flags(method)[1] == "adaptive" and not (run_dir / "admin_profile.json").exists():
+                print(f"  {regime.name}/{method}: no profile in {run_dir}; run scripts/stability.py first", flush=True)
                 continue
-            print(f"  {regime}/{method}: measuring", flush=True)
-            results[method] = measure(run_dir, data, method, args.eval_batches)
+            print(f"  {regime.name}/{method}: measuring", flush=True)
+            results[method] = measure(run_dir, data, regime, method, size, args.eval_batches)
+            if "trained" not in results[method]:
+                print(f"  {regime.name}/{method}: no checkpoint_last.pt in {run_dir}: initialization only", flush=True)
             for stage in ("init", "trained"):
-                csv_rows += [{"regime": regime, "method": method, "stage": stage, **r} for r in results[method][stage]]
+                csv_rows += [{"regime": regime.name, "method": method, "stage": stage, **r}
+                             for r in results[method].get(stage, [])]
         if not results:
             continue
-        plot(regime, results, labels, args.out / f"layer_dependency_{regime}.png")
+        plot(regime.name, results, labels, args.out / f"layer_dependency_{regime.name}.png")
         table = []
         for method, res in results.items():
             for stage in ("init", "trained"):
                 for side in ("encoder", "decoder"):
-                    betas = [r["beta"] for r in res[stage] if r["side"] == side]
-                    q = len(betas) // 4
-                    table.append([regime, labels[method], stage, side, betas[0], sum(betas[1:q + 1]) / max(q, 1),
-                                  sum(betas[-q:]) / max(q, 1) if q else betas[-1], sum(betas) / len(betas)])
-        header = ["regime", "method", "stage", "side", "β first branch", "β next quarter", "β last quarter",
-                  "β mean"]
+                    betas = [r["beta"] for r in res.get(stage, []) if r["side"] == side]
+                    if not betas:
+                        continue
+                    q = max(1, len(betas) // 4)
+                    table.append([regime.name, labels[method], stage, side, betas[0], sum(betas[:q]) / q,
+                                  sum(betas[-q:]) / q, sum(betas) / len(betas)])
+        header = ["regime", "method", "stage", "side", "β branch 1", "β first quarter", "β last quarter", "β mean"]
         print(markdown_table(header, table), flush=True)
-        summary[regime] = [dict(zip(header, row, strict=True)) for row in table]
+        summary[regime.name] = [dict(zip(header, row, strict=True)) for row in table]
     write_csv(args.out / "layer_dependency.csv", csv_rows)
     write_json(args.out / "summary.json", summary)
     print(f"wrote {args.out}/layer_dependency.csv, summary.json, layer_dependency_*.png", flush=True)

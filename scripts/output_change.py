@@ -119,6 +119,16 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return a, b, 1 - ss_res / ss_tot if ss_tot else float("nan")
 
 
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier output_change.csv, numbers parsed."""
+    import csv
+
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    ints = ("layers", "seed", "eval_tokens")
+    return [{k: (v if k == "method" else int(v) if k in ints else float(v)) for k, v in r.items()} for r in rows]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
@@ -134,17 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--eval-batches", type=int, default=4)
     parser.add_argument("--toy", action="store_true", help="depths 1,2, d32, one seed (CI)")
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="re-fit and re-plot an earlier run's output_change.csv instead of measuring")
     args = parser.parse_args(argv)
     if args.toy:
         args.depths, args.dim, args.ffn, args.heads, args.seeds, args.eval_batches = "1,2", 32, 64, 2, "1", 1
     torch.set_num_threads(1)
-    data = args.data or ensure_data()
+    data = args.data or (ensure_data() if args.from_csv is None else Path())
     methods = args.methods.split(",") if args.methods else list(available_methods())
     depths = [int(d) for d in args.depths.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    rows = []
-    for layers in depths:
+    rows = [] if args.from_csv is None else read_rows(args.from_csv)
+    if rows:
+        depths = sorted({r["layers"] for r in rows})
+        seeds = sorted({r["seed"] for r in rows})
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+    for layers in depths if not rows else []:
         for method in methods:
             for seed in seeds:
                 row = output_change(data, method, layers, args.dim, args.ffn, args.heads, seed, args.lr,
@@ -185,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_ylabel("E‖F(x,W) − F(x,W*)‖² per token")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Multi30k, d_model {args.dim}, ffn {args.ffn}, Adam lr {args.lr:g}, seeds {args.seeds}")
+    seed_list = ",".join(map(str, seeds))
+    fig.suptitle(f"Multi30k, d_model {args.dim}, ffn {args.ffn}, Adam lr {args.lr:g}, seeds {seed_list}")
     save_figure(fig, args.out / "output_change.png")
     print(f"wrote {args.out}/output_change.csv, fits.json, output_change.png", flush=True)
     return 0
