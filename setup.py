@@ -30,6 +30,9 @@ setup(
             "fairseq-admin-dir=fairseq_admin:print_user_dir",
             "fairseq-admin-prepare=fairseq_admin.prepare:main",
             "fairseq-admin-export=fairseq_admin.export:main",
+            "fairseq-admin-corpus=fairseq_admin.corpora:main",
+            "fairseq-admin-average=fairseq_admin.average:main",
+            "fairseq-admin-evaluate=fairseq_admin.evaluate:main",
         ],
     },
 )

@@ -56,21 +56,25 @@ def _write_lines(path: str, lines: Iterable[str]) -> None:
     write_atomically(path, "".join(line + "\n" for line in lines))
 
 
-def train_sentencepiece(texts: list[str], model_prefix: str, vocab_size: int) -> None:
+def train_sentencepiece(texts: list[str], model_prefix: str, vocab_size: int,
+                        max_sentences: int | None = None) -> None:
     import sentencepiece as spm
 
+    # WMT-sized corpora: let sentencepiece train on a random sample instead of every sentence.
+    sample = {"input_sentence_size": max_sentences, "shuffle_input_sentence": True} if max_sentences else {}
     tmp_prefix = model_prefix + ".tmp"
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=tmp_prefix, vocab_size=vocab_size,
         model_type="unigram", character_coverage=1.0, num_threads=1,
-        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, hard_vocab_limit=False, minloglevel=2,
+        bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, hard_vocab_limit=False, minloglevel=2, **sample,
     )
     os.replace(tmp_prefix + ".vocab", model_prefix + ".vocab")
     os.replace(tmp_prefix + ".model", model_prefix + ".model")
 
 
 def prepare(raw_dir: str, dest: str, src: str, tgt: str, vocab_size: int,
-            splits: dict[str, str], max_train_pairs: int | None, workers: int = 1) -> str:
+            splits: dict[str, str], max_train_pairs: int | None, workers: int = 1,
+            spm_sentences: int | None = None) -> str:
     """Prepare one language pair; returns the binarized data directory for fairseq."""
     os.makedirs(dest, exist_ok=True)
     text_dir = os.path.join(dest, "text")
@@ -92,7 +96,7 @@ def prepare(raw_dir: str, dest: str, src: str, tgt: str, vocab_size: int,
         for lang in (src, tgt):
             with open(os.path.join(text_dir, f"train.raw.{lang}"), encoding="utf-8") as f:
                 texts += f.read().splitlines()
-        train_sentencepiece(texts, spm_prefix, vocab_size)
+        train_sentencepiece(texts, spm_prefix, vocab_size, spm_sentences)
         print(f"prepare: trained joint sentencepiece ({vocab_size} pieces) -> {spm_prefix}.model", flush=True)
 
     import sentencepiece as spm
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"fairseq split=raw file stem, comma-separated (default {DEFAULT_SPLITS})")
     parser.add_argument("--max-train-pairs", type=int, default=None, help="use only the first N training pairs")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--spm-sentences", type=int, default=None,
+                        help="train sentencepiece on a random sample of N sentences (large corpora)")
     args = parser.parse_args(argv)
     raw_dir = args.raw_dir or default_multi30k_dir()
     if not os.path.isdir(raw_dir):
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("fairseq-admin-prepare: error: --splits needs a train split")
     try:
         bin_dir = prepare(raw_dir, args.dest, args.src, args.tgt, args.vocab_size, splits,
-                          args.max_train_pairs, args.workers)
+                          args.max_train_pairs, args.workers, args.spm_sentences)
     except AdminError as err:
         sys.exit(f"fairseq-admin-prepare: error: {err}")
     print(bin_dir)

@@ -1,0 +1,117 @@
+"""``fairseq-admin-average``: average the last N epoch (or update) checkpoints into one model.
+
+The paper evaluates the average of the last 10 epoch checkpoints. fairseq's own
+``scripts/average_checkpoints.py`` is not part of its wheel, so this is the same
+operation as a console script. Checkpoints are read with fairseq's ``checkpoint_utils``
+(after importing ``fairseq_admin``, so they load under torch >= 2.6), and the result is
+written to a temporary file and renamed: an interrupted run never leaves a partial model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+
+from fairseq_admin.errors import AdminError
+
+EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")
+UPDATE_CHECKPOINT = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
+
+
+def last_checkpoints(directory: str, count: int, upper_bound: int | None = None,
+                     allow_fewer: bool = False, by_update: bool = False) -> list[str]:
+    """The ``count`` last ``checkpointN.pt`` (or ``checkpoint_E_N.pt``) paths with N ≤ upper_bound, oldest first."""
+    if not os.path.isdir(directory):
+        raise AdminError(f"checkpoint directory {directory} does not exist")
+    pattern, kind = (UPDATE_CHECKPOINT, "update") if by_update else (EPOCH_CHECKPOINT, "epoch")
+    found = sorted(
+        (int(m.group(1)), name) for name, m in ((n, pattern.match(n)) for n in os.listdir(directory))
+        if m and (upper_bound is None or int(m.group(1)) <= upper_bound)
+    )
+    if len(found) < count and not (allow_fewer and found):
+        raise AdminError(
+            f"asked to average the last {count} {kind} checkpoints, but {directory} has {len(found)}"
+            f"{'' if upper_bound is None else f' up to {upper_bound}'}; train longer or average fewer"
+        )
+    return [os.path.join(directory, name) for _, name in found[-count:]]
+
+
+def average_checkpoints(paths: list[str]) -> dict:
+    """The last checkpoint's state with every floating-point model tensor replaced by the mean over ``paths``."""
+    import torch
+    from fairseq import checkpoint_utils
+
+    import fairseq_admin  # noqa: F401  (lets fairseq checkpoints load under torch >= 2.6)
+
+    sums: dict[str, torch.Tensor] = {}
+    state: dict = {}
+    for path in paths:
+        state = checkpoint_utils.load_checkpoint_to_cpu(path)
+        model = state["model"]
+        if sums and model.keys() != sums.keys():
+            raise AdminError(f"{path} has different parameters from {paths[0]}: not checkpoints of one model")
+        for name, tensor in model.items():
+            if tensor.is_floating_point():
+                sums[name] = sums.get(name, 0) + tensor.double()
+            else:
+                sums[name] = tensor
+    averaged = {}
+    for name, tensor in state["model"].items():
+        averaged[name] = (sums[name] / len(paths)).to(tensor.dtype) if tensor.is_floating_point() else tensor
+    state["model"] = averaged
+    # load_checkpoint_to_cpu turned the saved config into an OmegaConf object; save it as fairseq does
+    # (a plain container), which the safe loader accepts.
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(state.get("cfg"), DictConfig):
+        state["cfg"] = OmegaConf.to_container(state["cfg"], resolve=True, enum_to_str=True)
+    # A fresh optimizer state would not match the averaged weights; generation does not need one.
+    state.pop("last_optimizer_state", None)
+    return state
+
+
+def save_atomically(state: dict, path: str) -> None:
+    import torch
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fairseq-admin-average", description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", required=True, help="directory with checkpointN.pt files (fairseq --save-dir)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--num-epoch-checkpoints", type=int, default=10, help="average the last N checkpointE.pt")
+    which.add_argument("--num-update-checkpoints", type=int, default=None,
+                       help="average the last N checkpoint_E_U.pt (from --save-interval-updates) instead")
+    parser.add_argument("--checkpoint-upper-bound", type=int, default=None, help="ignore epochs (updates) above this")
+    parser.add_argument("--allow-fewer", action="store_true",
+                        help="average what there is when fewer epochs exist (runs cut short by a time limit)")
+    parser.add_argument("--output", required=True, help="averaged checkpoint to write")
+    args = parser.parse_args(argv)
+    by_update = args.num_update_checkpoints is not None
+    count = args.num_update_checkpoints if by_update else args.num_epoch_checkpoints
+    if count < 1:
+        parser.error("the number of checkpoints to average must be at least 1")
+    try:
+        paths = last_checkpoints(args.inputs, count, args.checkpoint_upper_bound, args.allow_fewer, by_update)
+        save_atomically(average_checkpoints(paths), args.output)
+    except AdminError as err:
+        sys.exit(f"fairseq-admin-average: error: {err}")
+    print(f"fairseq-admin-average: averaged {', '.join(os.path.basename(p) for p in paths)} -> {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+# Multi30k (de->en, en->de, en->fr), sized for a 2-core CPU: prepare + profile + train + generate
+# in under 30 minutes. Not a paper task; the point is a quick, honest end-to-end run.
+# Sourced by recipes/run.sh with TASK=multi30k_<src>_<tgt>; every value can be overridden from the environment.
+SRC=${TASK#multi30k_}; SRC=${SRC%_*}
+TGT=${TASK##*_}
+SPM_VOCAB=${SPM_VOCAB:-8000}
+LOWERCASE=0
+ARCH=transformer_admin
+DEFAULT_LAYERS=6
+# A narrow model (d 128, ffn 512, 4 heads): about 2k target tokens/s on 2 CPU cores.
+MODEL_EXTRA_ARGS=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512
+                  --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4)
+LR=${LR:-2e-3}
+WARMUP=${WARMUP:-250}
+DROPOUT=${DROPOUT:-0.1}
+EXTRA_TRAIN_ARGS=(--weight-decay 0.0)
+MAX_EPOCH=${MAX_EPOCH:-5}
+# Wall-clock guard for shared machines: training stops here even if MAX_EPOCH is not reached.
+STOP_TIME_HOURS=${STOP_TIME_HOURS:-0.38}
+BEAM=5 LENPEN=1.0 COMPOUND_SPLIT=0
+[[ $TGT == de ]] && COMPOUND_SPLIT=1
+# A run cut short by the time guard keeps its last weights only in checkpoint_last.pt, so instead of
+# epoch checkpoints save (and average) the last AVG_LAST checkpoints taken every SAVE_INTERVAL_UPDATES.
+SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-150}
+AVG_LAST=${AVG_LAST:-3}
+AVERAGE_ARGS=(--allow-fewer)
+# Small batches, so a few epochs still give enough updates.
+batch_for_depth() { EFFECTIVE_TOKENS=${EFFECTIVE_TOKENS:-2048}; MAX_TOKENS=${MAX_TOKENS:-2048}; }
+# fairseq-admin-prepare reads NAME.LANG[.gz] from $MULTI30K_DIR (default ../shared/data/multi30k).
+RAW_DIR=${MULTI30K_DIR:-../shared/data/multi30k}
+SPLITS="train=train,valid=val,test=test_2016_flickr"
+PAPER_BLEU="(not in the paper)"

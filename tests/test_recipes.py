@@ -1,0 +1,204 @@
+"""The recipes: every task × method × depth dry-runs to commands fairseq's own parsers accept, with the
+paper's effective batch for any GPU count; and the Multi30k recipe runs end to end at tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, MULTI30K, REPO
+
+RUN = REPO / "recipes" / "run.sh"
+PAPER_TASKS = {  # task: depths, effective batch per depth
+    "iwslt14_de_en": {"6": 4096, "12": 4096},
+    "wmt14_en_de": {"6": 32768, "12": 32768, "18-18": 32768},
+    "wmt14_en_fr": {"6": 640000, "60L-12L": 1280000},
+}
+MULTI30K_TASKS = ["multi30k", "multi30k_de_en", "multi30k_en_de", "multi30k_en_fr"]
+METHODS = ["admin", "postln", "preln"]
+OUR_TOOLS = {"fairseq-admin-prepare", "fairseq-admin-corpus", "fairseq-admin-average", "fairseq-admin-evaluate"}
+
+
+def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
+    """The commands ``run.sh --dry-run`` prints, split as the shell would; comments dropped."""
+    result = subprocess.run(["bash", str(RUN), "--dry-run", *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    commands = [shlex.split(line) for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    for command in commands:
+        if command[0] == "env":  # env VAR=VALUE ... tool
+            command[:] = [word for word in command[1:] if "=" not in word or word.startswith("-")]
+    return commands
+
+
+def parse(command: list[str]):
+    """Parse one printed fairseq command with fairseq's real parser (our plugin loaded via --user-dir)."""
+    from fairseq import options
+
+    tool, args = command[0], command[1:]
+    if tool == "fairseq-admin-evaluate":
+        tool, args = "fairseq-generate", args[args.index("--") + 1:]
+    parsers = {
+        "fairseq-train": options.get_training_parser,
+        "fairseq-generate": options.get_generation_parser,
+        "fairseq-preprocess": options.get_preprocessing_parser,
+    }
+    if tool not in parsers:
+        return None
+    if tool == "fairseq-preprocess":
+        return parsers[tool]().parse_args(args)
+    return options.parse_args_and_arch(parsers[tool](), args)
+
+
+def check_commands(commands: list[list[str]]) -> dict[str, list]:
+    parsed: dict[str, list] = {}
+    for command in commands:
+        tool = command[0]
+        assert tool in OUR_TOOLS | {"fairseq-train", "curl", "mv", "tar"}, command
+        if tool in OUR_TOOLS:
+            assert (BIN / tool).exists(), f"{tool} is not installed (pip install -e .)"
+        args = parse(command)
+        if args is not None:
+            parsed.setdefault("fairseq-generate" if tool == "fairseq-admin-evaluate" else tool, []).append(args)
+    return parsed
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("ngpus", ["1", "3", "8"])
+@pytest.mark.parametrize("task,layers", [(t, d) for t, depths in PAPER_TASKS.items() for d in depths])
+def test_paper_recipe_dry_run_parses(task: str, layers: str, ngpus: str, method: str) -> None:
+    commands = dry_run(task, method, layers, env={"NGPUS": ngpus})
+    parsed = check_commands(commands)
+    trains = parsed["fairseq-train"]
+    assert len(trains) == (2 if method == "admin" else 1)
+    train = trains[-1]
+    assert train.init_type == ("adaptive" if method == "admin" else "default")
+    assert train.encoder_normalize_before == train.decoder_normalize_before == (method == "preln")
+    assert train.optimizer == "radam" and train.fp16 and train.distributed_world_size == int(ngpus)
+    effective = PAPER_TASKS[task][layers]
+    batch = train.distributed_world_size * train.max_tokens * train.update_freq[0]
+    assert batch == effective if effective % int(ngpus) == 0 else effective - batch < train.update_freq[0] * int(ngpus)
+    if method == "admin":
+        profile = trains[0]
+        assert profile.init_type == "adaptive-profiling" and profile.distributed_world_size == 1 and not profile.fp16
+    evaluate = parsed["fairseq-generate"][0]
+    assert evaluate.path.endswith(".pt") and evaluate.gen_subset == "test"
+    assert (evaluate.beam, evaluate.lenpen) == {"iwslt14_de_en": (5, 1.0), "wmt14_en_de": (4, 0.6),
+                                                "wmt14_en_fr": (5, 0.8)}[task]
+
+
+def test_paper_hyper_parameters() -> None:
+    """Spot-check the paper's settings (and bf16 as an option) in the parsed training commands."""
+    expected = {"iwslt14_de_en": (7e-4, 6000, 0.3, 90), "wmt14_en_de": (1e-3, 8000, 0.1, 100),
+                "wmt14_en_fr": (7e-4, 8000, 0.1, 50)}
+    for task, (lr, warmup, dropout, epochs) in expected.items():
+        train = check_commands(dry_run(task, "admin", "6", "train", env={"NGPUS": "4", "PRECISION": "bf16"}))[
+            "fairseq-train"][0]
+        assert (train.lr[0], train.warmup_updates, train.dropout, train.max_epoch) == (lr, warmup, dropout, epochs)
+        assert train.adam_betas == "(0.9, 0.98)" and train.label_smoothing == 0.1 and train.bf16 and not train.fp16
+        assert train.lr_scheduler == "inverse_sqrt" and train.share_all_embeddings
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("task", MULTI30K_TASKS)
+def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
+    parsed = check_commands(dry_run(task, method, "6", env={"NGPUS": "0"}))
+    train = parsed["fairseq-train"][-1]
+    assert train.cpu and not train.fp16 and train.update_freq == [1]
+    generate = parsed["fairseq-generate"][0]
+    assert generate.cpu and generate.post_process == "sentencepiece"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["nosuchtask", "admin", "6"], "unknown task"),
+    (["multi30k", "rezero", "6"], "unknown method"),
+    (["multi30k", "admin", "six"], "LAYERS must look like"),
+    (["multi30k", "admin", "0"], "at least 1"),
+    (["multi30k", "admin", "6", "deploy"], "unknown stage"),
+    (["multi30k", "admin"], "expected TASK METHOD LAYERS"),
+])
+def test_bad_arguments_give_one_error_line(args: list[str], message: str) -> None:
+    result = subprocess.run(["bash", str(RUN), "--dry-run", *args], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and message in result.stderr and result.stdout == ""
+
+
+def test_our_clis_reject_bad_input(tmp_path: Path) -> None:
+    average = subprocess.run([str(BIN / "fairseq-admin-average"), "--inputs", str(tmp_path / "none"),
+                              "--output", str(tmp_path / "avg.pt")], capture_output=True, text=True)
+    errors = [line for line in average.stderr.splitlines() if "error" in line]
+    assert average.returncode != 0 and errors == [errors[0]] and "does not exist" in errors[0]
+    evaluate = subprocess.run([str(BIN / "fairseq-admin-evaluate"), "--output", str(tmp_path / "r.json"),
+                               "--reference", str(tmp_path / "none.txt"), "--", "data"], capture_output=True, text=True)
+    assert evaluate.returncode != 0 and "reference file" in evaluate.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_corpus_cleaning_iwslt14_layout(tmp_path: Path) -> None:
+    """fairseq-admin-corpus on files laid out as in IWSLT'14's de-en.tgz: markup out, valid split, test sets."""
+    base = tmp_path / "downloads" / "de-en"
+    base.mkdir(parents=True)
+    de = ["<url>http://x</url>", "<talkid>1</talkid>", "<title>Ein Titel</title>"]
+    en = ["<url>http://x</url>", "<talkid>1</talkid>", "<title>A title</title>"]
+    de += [f"Satz Nummer {i} ." for i in range(46)] + ["viel zu lang " * 100]
+    en += [f"Sentence number {i} ." for i in range(46)] + ["short"]
+    (base / "train.tags.de-en.de").write_text("\n".join(de) + "\n")
+    (base / "train.tags.de-en.en").write_text("\n".join(en) + "\n")
+    for name in ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012"):
+        for lang, text in (("de", "Hallo Welt"), ("en", "Hello World")):
+            (base / f"IWSLT14.{name}.de-en.{lang}.xml").write_text(
+                f'<doc docid="1">\n<seg id="1"> {text} {name} </seg>\n<seg id="2">{text}’s</seg>\n</doc>\n')
+    dest = tmp_path / "raw"
+    run = [str(BIN / "fairseq-admin-corpus"), "iwslt14_de_en", "--downloads", str(tmp_path / "downloads"),
+           "--dest", str(dest)]
+    subprocess.run(run, check=True, capture_output=True)
+    train_en = (dest / "train.en").read_text().splitlines()
+    valid_en = (dest / "valid.en").read_text().splitlines()
+    test_en = (dest / "test.en").read_text().splitlines()
+    assert train_en[0] == "a title" and "sentence number 21 ." in valid_en  # lowercased; every 23rd kept pair
+    assert len(train_en) + len(valid_en) == 47 and len(valid_en) == 2  # title + 46; the long pair dropped
+    assert test_en[:2] == ["hello world ted.dev2010", "hello world's"] and len(test_en) == 10
+    assert (dest / "test.de").read_text().splitlines()[0] == "hallo welt ted.dev2010"
+    again = subprocess.run(run, check=True, capture_output=True, text=True)
+    assert "complete" in again.stdout
+    missing = subprocess.run([*run[:2], "--downloads", str(tmp_path / "none"), "--dest", str(tmp_path / "other")],
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "not found" in missing.stderr
+
+
+def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
+    """prepare → profile → train → average → generate → BLEU JSON, on 100 pairs and a 2-layer model."""
+    if not MULTI30K.is_dir():
+        pytest.fail(f"Multi30k not found at {MULTI30K}; set MULTI30K_DIR")
+    # 100 pairs in batches of 512 tokens: 3 updates, a checkpoint after each, the last 2 averaged.
+    env = {**os.environ, "ADMIN_WORK": str(tmp_path / "work"), "RESULTS_DIR": str(tmp_path / "results"),
+           "MULTI30K_DIR": str(MULTI30K), "MAX_TRAIN_PAIRS": "100", "SPM_VOCAB": "500", "MAX_EPOCH": "1",
+           "MAX_TOKENS": "512", "EFFECTIVE_TOKENS": "512", "AVG_LAST": "2", "SAVE_INTERVAL_UPDATES": "1",
+           "TRAIN_ARGS": "--max-valid-steps 1", "GENERATE_ARGS": "--max-len-a 0 --max-len-b 5",
+           "NGPUS": "0", "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
+                            env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    record = json.loads((tmp_path / "results" / "multi30k_de_en-admin-2L-2L.json").read_text())
+    assert record["sentences"] == 1000
+    assert record["sacrebleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert 0 <= record["sacrebleu"]["score"] <= 100 and 0 <= record["tokenized_bleu"]["score"] <= 100
+    hypotheses = Path(record["hypotheses"]).read_text().splitlines()
+    assert len(hypotheses) == 1000
+    save_dir = tmp_path / "work" / "checkpoints" / "multi30k_de_en-admin-2L-2L"
+    assert (save_dir / "admin_profile.json").exists() and (save_dir / "checkpoint.avg2.pt").exists()
+    # A second run finds every step done and runs nothing.
+    again = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
+                           env=env, cwd=REPO, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    done = [line for line in again.stdout.splitlines() if line.startswith("# done:")]
+    assert len(done) == 4, again.stdout  # profile, train, average, evaluate (prepare reports its own skips)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
