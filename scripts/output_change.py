@@ -9,7 +9,7 @@ brings it down to O(log N). Here, per method and depth:
   ``fairseq_admin.profiling.profile_model`` on the first training batches, then ``set_omegas`` and
   ω_2.. made trainable, exactly what ``--init-type adaptive`` does;
 * W* = W after ONE Adam step (betas 0.9/0.98, eps 1e-8, fixed lr, no warmup) on the first Multi30k
-  training batch (the same batch for every seed and depth; the seed changes the initialization only),
+  training batch of the run's seed (``--batch-seed`` fixes one batch for all seeds),
   loss = fairseq's label_smoothed_cross_entropy (0.1); dropout is off for the update
   and for the measurements, so the difference is the update alone;
 * F(x, W) = the decoder's output features (after the last LayerNorm, before the output projection),
@@ -19,7 +19,7 @@ brings it down to O(log N). Here, per method and depth:
 Then both ``a + b·N`` and ``a + b·ln N`` are fitted by least squares per method; the better R² says
 which growth the measurements follow. A log-log slope (Δ ∝ N^p) is reported too.
 
-    python scripts/output_change.py                       # depths 6..48, d_model 64, 3 seeds, lr 1e-5
+    python scripts/output_change.py                       # depths 6..48, d_model 64, 2 seeds, lr 1e-4
     python scripts/output_change.py --toy                 # CI size (depths 1, 2)
 """
 
@@ -76,7 +76,7 @@ def features(model: Any, samples: list[dict]) -> list[torch.Tensor]:
 
 
 def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, heads: int, seed: int, lr: float,
-                  max_tokens: int, eval_batches: int) -> dict[str, float]:
+                  max_tokens: int, eval_batches: int, batch_seed: int | None) -> dict[str, float]:
     """One measurement: build, (profile,) update once, compare outputs."""
     _, init_type, extra = available_methods()[method]
     built_as = "default" if init_type == "adaptive" else init_type  # comparators: fairseq's build_model sets them
@@ -89,7 +89,7 @@ def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, head
     if init_type == "adaptive":
         make_admin(model, args, task)
     criterion = task.build_criterion(args)
-    update = batches(task, model, args, "train", 1, max_tokens, seed=1)[0]  # same x for every seed: only W varies
+    update = batches(task, model, args, "train", 1, max_tokens, seed=batch_seed or seed)[0]
     evals = batches(task, model, args, "valid", eval_batches, max_tokens, shuffle=False)
     model.eval()  # dropout off: the change is the update's alone
     before = features(model, evals)
@@ -139,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--ffn", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--seeds", default="1,2,3", help="initialization seeds (the batches are the same for all)")
-    parser.add_argument("--lr", type=float, default=1e-5, help="the one Adam step's learning rate")
+    parser.add_argument("--seeds", default="1,2", help="seeds: initialization (and update batch, see --batch-seed)")
+    parser.add_argument("--batch-seed", type=int, default=None,
+                        help="shuffle seed of the update batch, the same for every seed (default: each run's seed)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="the one Adam step's learning rate")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--eval-batches", type=int, default=4)
     parser.add_argument("--toy", action="store_true", help="depths 1,2, d32, one seed (CI)")
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             for seed in seeds:
                 row = output_change(data, method, layers, args.dim, args.ffn, args.heads, seed, args.lr,
-                                    args.max_tokens, args.eval_batches)
+                                    args.max_tokens, args.eval_batches, args.batch_seed)
                 rows.append(row)
                 print(f"  N={layers:>3} {method:>7} seed {seed}: ‖ΔF‖² {row['output_change']:.4g} "
                       f"(relative {row['relative_change']:.3g}, {row['seconds']:.1f}s)", flush=True)

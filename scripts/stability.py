@@ -12,6 +12,7 @@ optimum, and Admin trains Post-LN stably. Each method here is a real ``fairseq-t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _evidence_common import (
+    BASE_METHODS,
     COLORS,
     RESULTS,
     available_methods,
@@ -52,6 +54,13 @@ class Regime:
 REGIMES = {
     "A": Regime("A", 2e-3, 50, 2048, 150, 25, (40, 80, 150)),
     "B": Regime("B", 1e-3, 300, 1024, 300, 50, (100, 200, 250, 300)),
+}
+# Stock runs of /work/shared/notes/measured-stability.md: the same data, model, optimizer, seed and regimes
+# (no validation there, which does not change the training run), training nll_loss at these updates.
+NOTES_STOCK_NLL = {
+    "A": {"postln": {40: 8.69, 80: 8.24, 150: 8.37}, "preln": {40: 8.13, 80: 7.15, 150: 6.70}},
+    "B": {"postln": {100: 9.54, 200: 8.26, 250: 7.91, 300: 7.65},
+          "preln": {100: 8.80, 200: 6.99, 250: 6.49, 300: 6.11}},
 }
 TOY_REGIME = Regime("toy", 2e-3, 4, 1024, 6, 3, (3, 6))
 
@@ -99,9 +108,14 @@ def run_method(data: Path, out: Path, regime: Regime, method: str, size: list[st
     return log
 
 
-def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: dict[str, str], path: Path) -> None:
+def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: dict[str, str], path: Path,
+                notes: bool) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if notes else []:
+        if method not in curves:  # only where this run has no curve of its own
+            axes[0].plot(list(points), list(points.values()), "x--", color=COLORS.get(method), ms=9,
+                         label=f"{BASE_METHODS[method][0]} (stock, from the notes)")
     for method, (train, valid) in curves.items():
         color = COLORS.get(method)
         axes[0].plot([r["update"] for r in train], [r["nll_loss"] for r in train], label=labels[method], color=color)
@@ -134,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-interval", type=int, default=10)
     parser.add_argument("--toy", action="store_true", help="2 layers, d32, 6 updates (CI)")
     parser.add_argument("--force", action="store_true", help="retrain even where a finished log exists")
+    parser.add_argument("--max-update", type=int, default=None,
+                        help="stop every regime here instead (inverse_sqrt ignores --max-update, so the run is the "
+                             "same run cut short)")
+    parser.add_argument("--no-notes", action="store_true",
+                        help="do not add the notes' stock numbers where a method was not run here")
     parser.add_argument("--no-train", action="store_true",
                         help="only tabulate and plot the finished runs already in --out (skip the others)")
     args = parser.parse_args(argv)
@@ -143,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         regimes = [TOY_REGIME]
     else:
         regimes = [REGIMES[name] for name in args.regimes.split(",")]
+    if args.max_update:
+        regimes = [dataclasses.replace(r, max_update=args.max_update,
+                                       report_at=tuple(u for u in r.report_at if u <= args.max_update))
+                   for r in regimes]
     data = args.data or ensure_data()
     methods = args.methods.split(",")
     labels = {m: available_methods()[m][0] for m in methods}
@@ -172,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             table_rows.append([regime.name, labels[method], *at.values(), last_valid["nll_loss"]])
         if not curves:
             continue
-        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png")
+        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png", not args.no_notes)
+        for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if not args.no_notes else []:
+            if method not in curves:
+                table_rows.append([regime.name, f"{BASE_METHODS[method][0]} (notes)",
+                                   *[points.get(u, math.nan) for u in regime.report_at], math.nan])
         header = ["regime", "method", *[f"train nll u{u}" for u in regime.report_at], "valid nll (last)"]
         print(markdown_table(header, [r for r in table_rows if r[0] == regime.name]), flush=True)
     write_csv(args.out / "curves.csv", rows)
