@@ -1,0 +1,113 @@
+"""Inference speed of an exported (ω folded, stock ``transformer``) model vs the plugin model it came from.
+
+Runs real ``fairseq-generate`` on both, interleaved (the order alternates every repeat, so drift on a
+shared machine hits both alike), and reads fairseq's own "Translated ... tokens/s" line (generation
+time only, model loading excluded). Writes ``runs.csv`` and ``summary.json`` into --results-dir;
+the summary has the exported/plugin tokens/s ratio per repeat with its min/median/max.
+
+    python scripts/bench_export.py --checkpoint CKPT.pt --data DATA_BIN --results-dir results/bench_export
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s .* ([\d.]+) tokens/s\)")
+
+
+def generate(checkpoint: Path, data: Path, plugin: bool, options: argparse.Namespace) -> dict:
+    command = [str(BIN / "fairseq-generate"), str(data), "--path", str(checkpoint), "--gen-subset", options.subset,
+               "--beam", str(options.beam), "--batch-size", str(options.batch_size), "--max-len-b", "50"]
+    if plugin:
+        command += ["--user-dir", str(REPO / "fairseq_admin")]
+    if options.cpu:
+        command.append("--cpu")
+    env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"fairseq-generate failed:\n{result.stderr[-3000:]}")
+    match = TRANSLATED.search(result.stderr)
+    if match is None:
+        raise SystemExit(f"no 'Translated ...' line in fairseq-generate's log:\n{result.stderr[-2000:]}")
+    hyps = {}  # sentence id -> (score, tokens)
+    for line in result.stdout.splitlines():
+        if line.startswith("H-"):
+            key, score, tokens = line.split("\t")
+            hyps[key] = (float(score), tokens)
+    return {"sentences": int(match[1].replace(",", "")), "tokens": int(match[2].replace(",", "")),
+            "seconds": float(match[3]), "tokens_per_s": float(match[4]), "hypotheses": hyps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="trained transformer_admin checkpoint")
+    parser.add_argument("--data", type=Path, required=True, help="binarized data dir (fairseq-generate's DATA)")
+    parser.add_argument("--results-dir", type=Path, default=REPO / "results" / "bench_export")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--beam", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--subset", default="test")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for fairseq-generate")
+    parser.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq-generate")
+    options = parser.parse_args()
+
+    from fairseq_admin.export import export
+
+    options.results_dir.mkdir(parents=True, exist_ok=True)
+    exported = options.results_dir / "exported_stock_transformer.pt"
+    export(str(options.checkpoint), str(exported))
+
+    rows, ratios = [], []
+    for repeat in range(options.repeats):
+        order = [("plugin", True), ("exported", False)]
+        if repeat % 2:
+            order.reverse()
+        speed, hyps = {}, {}
+        for variant, plugin in order:
+            run = generate(options.checkpoint if plugin else exported, options.data, plugin, options)
+            speed[variant], hyps[variant] = run["tokens_per_s"], run.pop("hypotheses")
+            rows.append({"repeat": repeat, "variant": variant, **run})
+            print(f"repeat {repeat} {variant:8s} {run['tokens_per_s']:9.1f} tokens/s ({run['seconds']:.1f}s)",
+                  flush=True)
+        ours, theirs = hyps["plugin"], hyps["exported"]
+        same = ours.keys() == theirs.keys() and all(ours[k][1] == theirs[k][1] for k in ours)
+        worst = max((abs(ours[k][0] - theirs[k][0]) for k in ours if k in theirs), default=float("nan"))
+        print(f"repeat {repeat}: hypotheses identical: {same}, max |score difference| {worst:.2e}", flush=True)
+        ratios.append(speed["exported"] / speed["plugin"])
+
+    with open(options.results_dir / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "checkpoint": str(options.checkpoint),
+        "data": str(options.data),
+        "subset": options.subset,
+        "beam": options.beam,
+        "batch_size": options.batch_size,
+        "threads": options.threads,
+        "device": "cpu" if options.cpu else "default",
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "tokens_per_s": {v: [r["tokens_per_s"] for r in rows if r["variant"] == v] for v in ("plugin", "exported")},
+        "ratio_exported_over_plugin": {"per_repeat": ratios, "min": min(ratios),
+                                       "median": statistics.median(ratios), "max": max(ratios)},
+    }
+    (options.results_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    r = summary["ratio_exported_over_plugin"]
+    print(f"exported/plugin tokens/s: median {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}) "
+          f"over {options.repeats} repeats -> {options.results_dir}")
+
+
+if __name__ == "__main__":
+    main()
