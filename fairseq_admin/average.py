@@ -31,12 +31,33 @@ def last_checkpoints(directory: str, count: int, upper_bound: int | None = None,
         (int(m.group(1)), name) for name, m in ((n, pattern.match(n)) for n in os.listdir(directory))
         if m and (upper_bound is None or int(m.group(1)) <= upper_bound)
     )
-    if len(found) < count and not (allow_fewer and found):
+    if len(found) < count and not allow_fewer:
         raise AdminError(
             f"asked to average the last {count} {kind} checkpoints, but {directory} has {len(found)}"
             f"{'' if upper_bound is None else f' up to {upper_bound}'}; train longer or average fewer"
         )
     return [os.path.join(directory, name) for _, name in found[-count:]]
+
+
+def with_final_state(paths: list[str], directory: str, count: int) -> list[str]:
+    """Swap the oldest of ``paths`` for checkpoint_last.pt when that holds later updates than all of them.
+
+    A run stopped by a time limit, or whose last epoch ended between two ``--save-interval-updates``
+    saves, keeps its final weights only in checkpoint_last.pt.
+    """
+    from fairseq import checkpoint_utils
+
+    import fairseq_admin  # noqa: F401  (lets fairseq checkpoints load under torch >= 2.6)
+
+    last = os.path.join(directory, "checkpoint_last.pt")
+    if not os.path.exists(last):
+        return paths
+    newest = max((int(m.group(1)) for m in (UPDATE_CHECKPOINT.match(os.path.basename(p)) for p in paths) if m),
+                 default=-1)
+    updates = checkpoint_utils.load_checkpoint_to_cpu(last)["optimizer_history"][-1]["num_updates"]
+    if updates <= newest:
+        return paths
+    return (paths[1:] if len(paths) >= count else paths) + [last]
 
 
 def average_checkpoints(paths: list[str]) -> dict:
@@ -98,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
                        help="average the last N checkpoint_E_U.pt (from --save-interval-updates) instead")
     parser.add_argument("--checkpoint-upper-bound", type=int, default=None, help="ignore epochs (updates) above this")
     parser.add_argument("--allow-fewer", action="store_true",
-                        help="average what there is when fewer epochs exist (runs cut short by a time limit)")
+                        help="average what there is when fewer exist (runs cut short by a time limit)")
+    parser.add_argument("--with-last", action="store_true",
+                        help="(with --num-update-checkpoints) checkpoint_last.pt replaces the oldest if newer")
     parser.add_argument("--output", required=True, help="averaged checkpoint to write")
     args = parser.parse_args(argv)
     by_update = args.num_update_checkpoints is not None
@@ -106,7 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     if count < 1:
         parser.error("the number of checkpoints to average must be at least 1")
     try:
-        paths = last_checkpoints(args.inputs, count, args.checkpoint_upper_bound, args.allow_fewer, by_update)
+        paths = last_checkpoints(args.inputs, count, args.checkpoint_upper_bound,
+                                 args.allow_fewer or args.with_last, by_update)
+        if args.with_last:
+            if not by_update:
+                parser.error("--with-last goes with --num-update-checkpoints")
+            paths = with_final_state(paths, args.inputs, count)
+        if not paths:
+            raise AdminError(f"no checkpoints to average in {args.inputs}")
         save_atomically(average_checkpoints(paths), args.output)
     except AdminError as err:
         sys.exit(f"fairseq-admin-average: error: {err}")

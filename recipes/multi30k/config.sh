@@ -23,7 +23,7 @@ BEAM=5 LENPEN=1.0 COMPOUND_SPLIT=0
 # epoch checkpoints save (and average) the last AVG_LAST checkpoints taken every SAVE_INTERVAL_UPDATES.
 SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-150}
 AVG_LAST=${AVG_LAST:-3}
-AVERAGE_ARGS=(--allow-fewer)
+AVERAGE_ARGS=(--allow-fewer --with-last)  # checkpoint_last.pt holds the final weights
 # Small batches, so a few epochs still give enough updates.
 batch_for_depth() { EFFECTIVE_TOKENS=${EFFECTIVE_TOKENS:-2048}; MAX_TOKENS=${MAX_TOKENS:-2048}; }
 # fairseq-admin-prepare reads NAME.LANG[.gz] from $MULTI30K_DIR (default ../shared/data/multi30k).
