@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,7 +35,11 @@ def generate(checkpoint: Path, data: Path, plugin: bool, options: argparse.Names
     if options.cpu:
         command.append("--cpu")
     env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the whole process (startup included): less sensitive than wall time to a shared machine.
+    cpu_seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         raise SystemExit(f"fairseq-generate failed:\n{result.stderr[-3000:]}")
     match = TRANSLATED.search(result.stderr)
@@ -46,7 +51,8 @@ def generate(checkpoint: Path, data: Path, plugin: bool, options: argparse.Names
             key, score, tokens = line.split("\t")
             hyps[key] = (float(score), tokens)
     return {"sentences": int(match[1].replace(",", "")), "tokens": int(match[2].replace(",", "")),
-            "seconds": float(match[3]), "tokens_per_s": float(match[4]), "hypotheses": hyps}
+            "seconds": float(match[3]), "tokens_per_s": float(match[4]), "process_cpu_seconds": cpu_seconds,
+            "hypotheses": hyps}
 
 
 def main() -> None:
@@ -68,7 +74,7 @@ def main() -> None:
     exported = options.results_dir / "exported_stock_transformer.pt"
     export(str(options.checkpoint), str(exported))
 
-    rows, ratios = [], []
+    rows, ratios, cpu_ratios = [], [], []
     for repeat in range(options.repeats):
         order = [("plugin", True), ("exported", False)]
         if repeat % 2:
@@ -85,6 +91,8 @@ def main() -> None:
         worst = max((abs(ours[k][0] - theirs[k][0]) for k in ours if k in theirs), default=float("nan"))
         print(f"repeat {repeat}: hypotheses identical: {same}, max |score difference| {worst:.2e}", flush=True)
         ratios.append(speed["exported"] / speed["plugin"])
+        cpu = {r["variant"]: r["process_cpu_seconds"] for r in rows[-2:]}
+        cpu_ratios.append(cpu["plugin"] / cpu["exported"])
 
     with open(options.results_dir / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -102,6 +110,8 @@ def main() -> None:
         "tokens_per_s": {v: [r["tokens_per_s"] for r in rows if r["variant"] == v] for v in ("plugin", "exported")},
         "ratio_exported_over_plugin": {"per_repeat": ratios, "min": min(ratios),
                                        "median": statistics.median(ratios), "max": max(ratios)},
+        "cpu_ratio_plugin_over_exported": {"per_repeat": cpu_ratios, "min": min(cpu_ratios),
+                                           "median": statistics.median(cpu_ratios), "max": max(cpu_ratios)},
     }
     (options.results_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     r = summary["ratio_exported_over_plugin"]
