@@ -108,6 +108,7 @@ def run_logged(command: Sequence[str], log_path: Path, progress: bool = True, th
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
+            log.flush()  # an interrupted run keeps its log
             if progress and ("train_inner" in line or "valid" in line and "{" in line or "Error" in line):
                 rec = parse_json_line(line)
                 if rec and "num_updates" in rec:
