@@ -13,9 +13,10 @@ import argparse
 import os
 import re
 import sys
-import tempfile
+
 
 from fairseq_admin.errors import AdminError
+from fairseq_admin.files import torch_save_atomically
 
 EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")
 UPDATE_CHECKPOINT = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
@@ -94,22 +95,6 @@ def average_checkpoints(paths: list[str]) -> dict:
     return state
 
 
-def save_atomically(state: dict, path: str) -> None:
-    import torch
-
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-average", description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", required=True, help="directory with checkpointN.pt files (fairseq --save-dir)")
@@ -137,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             paths = with_final_state(paths, args.inputs, count)
         if not paths:
             raise AdminError(f"no checkpoints to average in {args.inputs}")
-        save_atomically(average_checkpoints(paths), args.output)
+        torch_save_atomically(average_checkpoints(paths), args.output)
     except AdminError as err:
         sys.exit(f"fairseq-admin-average: error: {err}")
     print(f"fairseq-admin-average: averaged {', '.join(os.path.basename(p) for p in paths)} -> {args.output}")

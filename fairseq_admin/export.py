@@ -40,12 +40,13 @@ import argparse
 import os
 import re
 import sys
-import tempfile
+
 from typing import Any
 
 import torch
 
 from fairseq_admin.errors import AdminError
+from fairseq_admin.files import torch_save_atomically
 
 STOCK_ARCH = "transformer"
 SUPPORTED_INIT_TYPES = ("default", "adaptive")
@@ -224,25 +225,8 @@ def export(in_path: str, out_path: str) -> dict[str, Any]:
         "task_state": _plain(state.get("task_state") or {}, "task_state"),
         "extra_state": {},
     }
-    save_atomically(out, out_path)
+    torch_save_atomically(out, out_path)
     return out
-
-
-def save_atomically(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same directory, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterable
 
 from fairseq_admin.errors import AdminError
-from fairseq_admin.profile_file import write_atomically
+from fairseq_admin.files import write_atomically
 
 DEFAULT_SPLITS = "train=train,valid=val,test=test_2016_flickr"
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from fairseq_admin.files import write_atomically
 
 FORMAT = "fairseq-admin-profile"
 FORMAT_VERSION = 1
@@ -100,23 +101,6 @@ class AdminProfile:
 
 def default_profile_path(save_dir: str) -> str:
     return os.path.join(save_dir, PROFILE_FILENAME)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_profile(profile: AdminProfile, path: str) -> None:

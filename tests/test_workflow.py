@@ -109,7 +109,8 @@ def test_adaptive_trains_resumes_without_profile_and_decodes(data_bin, data_dir,
 
     generated = fairseq("fairseq-generate", data_bin, "--user-dir", "fairseq_admin",
                         "--path", save_dir / "checkpoint_last.pt", "--gen-subset", "valid", "--beam", "2",
-                        "--batch-size", "200", "--max-len-a", "1.2", "--max-len-b", "5", "--cpu",
+                        "--batch-size", "200", "--required-batch-size-multiple", "1",
+                        "--max-len-a", "1.2", "--max-len-b", "5", "--cpu",
                         "--bpe", "sentencepiece", "--sentencepiece-model", data_dir / "spm.model")
     hypotheses = {}
     for line in generated.stdout.splitlines():
