@@ -10,6 +10,7 @@ is fairseq's code.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 from typing import Any
@@ -297,7 +298,18 @@ def transformer_admin(args):
             "--distributed-world-size 1 (and CUDA_VISIBLE_DEVICES=0), then train with --init-type adaptive "
             "on all devices"
         )
+    allow_bf16_without_tpu(args)
     base_architecture(args)
+
+
+def allow_bf16_without_tpu(args) -> None:
+    """fairseq 0.12 turns ``--bf16`` into ``--tpu`` and then fails without torch_xla; undo that off TPUs.
+
+    Architecture functions run after fairseq's own argument post-processing, so this is the first
+    place a plugin can set it right, and it only acts where no TPU runtime is installed.
+    """
+    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and importlib.util.find_spec("torch_xla") is None:
+        args.tpu = False
 
 
 @register_model_architecture("transformer_admin", "transformer_admin_iwslt_de_en")
