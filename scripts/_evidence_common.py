@@ -203,9 +203,10 @@ def pyplot():
     """matplotlib with a file-only backend (no display on the CPU box or in CI)."""
     import logging
 
+    # fairseq's logging setup lets DEBUG through, and matplotlib logs while it is imported
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's logging setup lets DEBUG through
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

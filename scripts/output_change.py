@@ -19,7 +19,7 @@ brings it down to O(log N). Here, per method and depth:
 Then both ``a + b·N`` and ``a + b·ln N`` are fitted by least squares per method; the better R² says
 which growth the measurements follow. A log-log slope (Δ ∝ N^p) is reported too.
 
-    python scripts/output_change.py                       # depths 6..48, d_model 64, 2 seeds, lr 1e-4
+    python scripts/output_change.py                       # depths 6..48, d_model 64, seeds 1-3, lr 1e-5
     python scripts/output_change.py --toy                 # CI size (depths 1, 2)
 """
 
@@ -139,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--ffn", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--seeds", default="1,2", help="seeds: initialization (and update batch, see --batch-seed)")
-    parser.add_argument("--batch-seed", type=int, default=None,
-                        help="shuffle seed of the update batch, the same for every seed (default: each run's seed)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="the one Adam step's learning rate")
+    parser.add_argument("--seeds", default="1,2,3", help="seeds: initialization (and update batch, see --batch-seed)")
+    parser.add_argument("--batch-seed", type=int, default=1,
+                        help="shuffle seed of the update batch, the same for every seed (0: each run's own seed)")
+    parser.add_argument("--lr", type=float, default=1e-5,
+                        help="the one Adam step's learning rate (small: every parameter moves by about lr)")
     parser.add_argument("--max-tokens", type=int, default=1024)
     parser.add_argument("--eval-batches", type=int, default=4)
     parser.add_argument("--toy", action="store_true", help="depths 1,2, d32, one seed (CI)")
@@ -186,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         table.append([labels[m], *mean[m], lin[2], log[2], power[1], better])
     header = ["method", *[f"N={n}" for n in depths], "R² vs N", "R² vs ln N", "slope log-log", "better fit"]
     print(markdown_table(header, table), flush=True)
+    ratio = {m: [v / a if a else math.nan for v, a in zip(mean[m], mean["admin"])] for m in methods} \
+        if "admin" in mean else {}
     write_json(args.out / "fits.json", {"depths": depths, "seeds": seeds, "dim": args.dim, "ffn": args.ffn,
-                                        "lr": args.lr, "mean_output_change": mean, "fits": fits})
+                                        "lr": args.lr, "batch_seed": args.batch_seed, "mean_output_change": mean,
+                                        "ratio_to_admin": ratio, "fits": fits})
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
