@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         table.append([labels[m], *mean[m], lin[2], log[2], power[1], better])
     header = ["method", *[f"N={n}" for n in depths], "R² vs N", "R² vs ln N", "slope log-log", "better fit"]
     print(markdown_table(header, table), flush=True)
-    ratio = {m: [v / a if a else math.nan for v, a in zip(mean[m], mean["admin"])] for m in methods} \
+    ratio = {m: [v / a if a else math.nan for v, a in zip(mean[m], mean["admin"], strict=True)] for m in methods} \
         if "admin" in mean else {}
     write_json(args.out / "fits.json", {"depths": depths, "seeds": seeds, "dim": args.dim, "ffn": args.ffn,
                                         "lr": args.lr, "batch_seed": args.batch_seed, "mean_output_change": mean,

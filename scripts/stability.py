@@ -65,14 +65,15 @@ NOTES_STOCK_NLL = {
 TOY_REGIME = Regime("toy", 2e-3, 4, 1024, 6, 3, (3, 6))
 
 
-def training_flags(regime: Regime, save_dir: Path, max_valid_steps: int, log_interval: int) -> list[str]:
+def training_flags(regime: Regime, save_dir: Path, max_valid_steps: int, log_interval: int,
+                   seed: int = 1) -> list[str]:
     """The notes' optimizer (adam, inverse_sqrt, label smoothing, seed 1) plus validation and one checkpoint."""
     return [
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(regime.lr),
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(regime.warmup), "--warmup-init-lr", "1e-7",
         "--max-tokens", str(regime.max_tokens), "--max-update", str(regime.max_update),
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-        "--seed", "1", "--cpu", "--num-workers", "0",
+        "--seed", str(seed), "--cpu", "--num-workers", "0",
         "--log-format", "json", "--log-interval", str(log_interval), "--no-progress-bar",
         "--validate-interval-updates", str(regime.validate_every), "--max-tokens-valid", "4096",
         "--max-valid-steps", str(max_valid_steps),
@@ -85,7 +86,7 @@ def finished(log: Path) -> bool:
 
 
 def run_method(data: Path, out: Path, regime: Regime, method: str, size: list[str], max_valid_steps: int,
-               log_interval: int, force: bool) -> Path:
+               log_interval: int, force: bool, seed: int) -> Path:
     """Train one method (profiling first for Admin); skip when a finished log is already there."""
     save_dir = out / regime.name / method
     log = save_dir / "train.log"
@@ -95,7 +96,7 @@ def run_method(data: Path, out: Path, regime: Regime, method: str, size: list[st
     save_dir.mkdir(parents=True, exist_ok=True)
     for stale in save_dir.glob("checkpoint*.pt"):
         stale.unlink()
-    common = [str(data), *size, *training_flags(regime, save_dir, max_valid_steps, log_interval)]
+    common = [str(data), *size, *training_flags(regime, save_dir, max_valid_steps, log_interval, seed)]
     if needs_profile(method):
         profile = save_dir / "admin_profile.json"
         if profile.exists():
@@ -109,7 +110,7 @@ def run_method(data: Path, out: Path, regime: Regime, method: str, size: list[st
 
 
 def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: dict[str, str], path: Path,
-                notes: bool) -> None:
+                notes: bool, seed: int) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if notes else []:
@@ -128,7 +129,7 @@ def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: di
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("nll (nats/token)")
-    fig.suptitle(f"lr {regime.lr:g}, warmup {regime.warmup}, max-tokens {regime.max_tokens}, seed 1")
+    fig.suptitle(f"lr {regime.lr:g}, warmup {regime.warmup}, max-tokens {regime.max_tokens}, seed {seed}")
     save_figure(fig, path)
 
 
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-valid-steps", type=int, default=5,
                         help="validation batches of 4096 tokens (5 cover all 1014 Multi30k valid pairs)")
     parser.add_argument("--log-interval", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="fairseq --seed of every run (the notes' stock numbers are seed 1; give another --out)")
     parser.add_argument("--toy", action="store_true", help="2 layers, d32, 6 updates (CI)")
     parser.add_argument("--force", action="store_true", help="retrain even where a finished log exists")
     parser.add_argument("--max-update", type=int, default=None,
@@ -170,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     labels = {m: available_methods()[m][0] for m in methods}
     size = model_flags(args.layers, args.dim, args.ffn, args.heads)
+    notes = not args.no_notes and args.seed == 1 and not args.toy  # the notes are seed 1 at 18L-18L d128
 
     rows, table_rows, summary = [], [], {}
     for regime in regimes:
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {regime.name}/{method}: no finished run, skipped (--no-train)", flush=True)
                 continue
             log = run_method(data, args.out, regime, method, size, args.max_valid_steps, args.log_interval,
-                             args.force)
+                             args.force, args.seed)
             train, valid = parse_fairseq_log(log)
             curves[method] = (train, valid)
             rows += [{"regime": regime.name, "method": method, "split": "train", **r} for r in train]
@@ -195,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             table_rows.append([regime.name, labels[method], *at.values(), last_valid["nll_loss"]])
         if not curves:
             continue
-        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png", not args.no_notes)
-        for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if not args.no_notes else []:
+        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png", notes, args.seed)
+        for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if notes else []:
             if method not in curves:
                 table_rows.append([regime.name, f"{BASE_METHODS[method][0]} (notes)",
                                    *[points.get(u, math.nan) for u in regime.report_at], math.nan])
