@@ -13,7 +13,7 @@
      VmHWM after resetting it via /proc/self/clear_refs): Admin's ``profile_model`` (forward only,
      ``torch.no_grad``) against one training forward+backward (activations kept, plus gradients).
 
-    python scripts/bench_cost.py               # ~15-25 min on 2 contended cores
+    python scripts/bench_cost.py               # ~20 min on 2 quiet cores (100L-100L profiling included)
     python scripts/bench_cost.py --toy         # CI size
 """
 
@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_cost")
-    parser.add_argument("--reps", type=int, default=3, help="throughput repetitions (each: one stock, one admin)")
-    parser.add_argument("--updates", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=5, help="throughput repetitions (each: one stock, one admin)")
+    parser.add_argument("--updates", type=int, default=40)
     parser.add_argument("--log-interval", type=int, default=5,
                         help="wps is averaged over the intervals after the first")
     parser.add_argument("--tp-layers", type=int, default=6)
