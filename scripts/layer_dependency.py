@@ -47,9 +47,9 @@ from _evidence_common import (
 from stability import REGIMES, TOY_REGIME, Regime, training_flags
 
 
-def run_argv(data: Path, regime: Regime, method: str, run_dir: Path, size: list[str]) -> list[str]:
+def run_argv(data: Path, regime: Regime, method: str, run_dir: Path, size: list[str], seed: int) -> list[str]:
     """The argv scripts/stability.py trains this run with, so the model here is built (and seeded) the same."""
-    return [str(data), *size, *training_flags(regime, run_dir, 5, 10), *method_flags(method),
+    return [str(data), *size, *training_flags(regime, run_dir, 5, 10, seed), *method_flags(method),
             # build fresh, ω from the profile (fairseq would otherwise take the run's checkpoint_last.pt)
             "--restore-file", str(run_dir / "no-such-checkpoint.pt")]
 
@@ -90,11 +90,11 @@ def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
 
 
 def measure(run_dir: Path, data: Path, regime: Regime, method: str, size: list[str],
-            eval_batches: int) -> dict[str, Any]:
+            eval_batches: int, seed: int) -> dict[str, Any]:
     """β at init (rebuilt from the run's own argv and seed) and, if the run finished, after training."""
     from fairseq import checkpoint_utils
 
-    args, task, model = build_in_process(run_argv(data, regime, method, run_dir, size))
+    args, task, model = build_in_process(run_argv(data, regime, method, run_dir, size, seed))
     samples = batches(task, model, args, "valid", eval_batches, 4096, shuffle=False)
     result: dict[str, Any] = {"init": branch_shares(model, samples)}
     checkpoint = run_dir / "checkpoint_last.pt"
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ffn", type=int, default=512)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--eval-batches", type=int, default=2, help="validation batches of 4096 tokens")
+    parser.add_argument("--seed", type=int, default=1, help="as given to scripts/stability.py")
     parser.add_argument("--toy", action="store_true", help="read scripts/stability.py --toy's runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {regime.name}/{method}: no profile in {run_dir}; run scripts/stability.py first", flush=True)
                 continue
             print(f"  {regime.name}/{method}: measuring", flush=True)
-            results[method] = measure(run_dir, data, regime, method, size, args.eval_batches)
+            results[method] = measure(run_dir, data, regime, method, size, args.eval_batches, args.seed)
             if "trained" not in results[method]:
                 print(f"  {regime.name}/{method}: no checkpoint_last.pt in {run_dir}: initialization only", flush=True)
             for stage in ("init", "trained"):
