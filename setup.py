@@ -23,6 +23,9 @@ setup(
         "sentencepiece",
         "hydra-core",
         "matplotlib",
+        "sacremoses>=0.1",  # Moses tokenization of the paper's data pipelines
+        "subword-nmt>=0.3.8",  # the paper's BPE
+        "tensorboardX>=2.6",  # --tensorboard-logdir
     ],
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={
