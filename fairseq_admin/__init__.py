@@ -1,16 +1,17 @@
 """fairseq-admin: Admin (Adaptive Model Initialization) for fairseq, loaded with ``--user-dir``.
 
 Importing the package registers the ``transformer_admin`` model and architectures and the
-``radam`` optimizer, lets fairseq 0.12 checkpoints load under torch >= 2.6, and prints our
+``radam`` optimizer, applies the fairseq 0.12 workarounds of :mod:`fairseq_admin.compat`, and prints our
 user errors without a traceback.
 """
 
 import os
 
-from fairseq_admin.compat import allow_fairseq_checkpoints
+from fairseq_admin.compat import allow_bf16_without_tpu, allow_fairseq_checkpoints
 from fairseq_admin.errors import install_excepthook
 
 allow_fairseq_checkpoints()
+allow_bf16_without_tpu()
 install_excepthook()
 
 from fairseq_admin import model, radam  # noqa: E402,F401  (registers with fairseq)

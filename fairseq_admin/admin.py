@@ -1,21 +1,31 @@
 """The Admin math, in one place.
 
 Admin (Liu et al., EMNLP 2020) rescales every Post-LN shortcut:
-``x_{i+1} = LN(ω_i ⊙ x_i + f_i(x_i))``. The scales come from one forward pass
-that measures the variance of each residual branch; per side (encoder, decoder)
-the original implementation (Transformer-Clinic) runs the recurrence
+``x_{i+1} = LN(ω_i ⊙ x_i + f_i(x_i))``. The scales come from forward passes that
+measure the variance of each residual branch. Per side (encoder, decoder) the
+original implementation (Transformer-Clinic) runs the recurrence
 
-    ω_1 = 1,   ω_{i+1} = sqrt(Var[ω_i · x_i] + Var[f_i(x_i)])
+    ω_1 = 1,   ω_{i+1} = sqrt(Var[ω_i · x_i] + Var[f_i(x_i)]) = sqrt(ω_i² Var[x_i] + Var[f_i])
 
 where ``x_i`` is branch i's input (the shortcut) and ``f_i(x_i)`` its output
 after dropout. Since ω is a scalar during profiling, ``Var[ω_i · x_i] =
-ω_i² · Var[x_i]``, which is what lets statistics pooled over several batches
-be turned into ω after the fact (see :class:`SideProfiler`). With one batch
-the result is exactly the original's.
+ω_i² · Var[x_i]``, which lets statistics pooled over several batches be turned
+into ω after the fact (see :class:`SideProfiler`).
 
-Variances are over every non-padding element (population variance, ddof=0,
-as ``np.var`` in the original), computed in fp32 and merged across batches in
-float64, whatever the model's dtype (profiling itself runs the model in fp32).
+What we compute, and where it differs from the original on purpose (each difference
+is in recipes/README.md's table with its measured effect):
+
+* statistics: population variance (ddof 0, as ``np.var``) of every element of the
+  time × batch × channel tensor. The original counts padding positions too
+  (``--admin-profile-padding include`` does the same); our default (``exclude``) skips them,
+  so that ω does not depend on how batches happen to be padded;
+* pooling: the original uses the first training batch only; we pool the first batches
+  until ``--admin-profile-tokens`` target tokens (Var of all their elements, merged exactly
+  with Chan et al.'s formula), then run the recurrence once on the pooled variances. Branch
+  i of batch k runs with the ω of the statistics seen so far. With one batch this is the
+  original's computation;
+* precision: each batch's statistics in fp32, merged in float64, the model in fp32
+  whatever ``--fp16``/``--bf16`` say (the original profiled under ``--fp16``).
 """
 
 from __future__ import annotations
@@ -84,7 +94,10 @@ class RunningVariance:
 
 
 def _non_padding(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-    """Rows of a (time, batch, channel) tensor at non-padding positions; the mask is (batch, time)."""
+    """Rows of a (time, batch, channel) tensor at non-padding positions; the mask is (batch, time).
+
+    Without a mask every position counts (``--admin-profile-padding include``, as the original).
+    """
     if padding_mask is None:
         return x.reshape(-1, x.size(-1))
     return x[~padding_mask.transpose(0, 1).to(torch.bool)]
@@ -161,4 +174,5 @@ def deepnorm_constants(encoder_layers: int, decoder_layers: int) -> DeepNormCons
 
 
 REZERO_ALPHA_INIT = 0.0
-"""ReZero (Bachlechner et al. 2020): x_{i+1} = x_i + α_i f(x_i), α_i a trainable scalar that starts at 0."""
+"""ReZero (Bachlechner et al. 2020): x_{i+1} = x_i + α f(x_i) with one trainable scalar α per layer,
+shared by the layer's sub-layers, that starts at 0."""

@@ -10,12 +10,6 @@ class AdminError(ValueError):
     """A problem with the user's input that they can fix; printed without a traceback."""
 
 
-def _is_user_error(exc: BaseException) -> bool:
-    from fairseq_admin.profile_file import ProfileError
-
-    return isinstance(exc, (AdminError, ProfileError))
-
-
 def install_excepthook() -> None:
     """Print our user errors as ``fairseq-admin: error: ...`` (exit status 1) instead of a traceback.
 
@@ -26,7 +20,7 @@ def install_excepthook() -> None:
         return
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-        if _is_user_error(exc):
+        if isinstance(exc, AdminError):
             print(f"fairseq-admin: error: {exc}", file=sys.stderr, flush=True)
         else:
             previous(kind, exc, tb)

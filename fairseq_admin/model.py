@@ -1,25 +1,23 @@
-"""fairseq glue: the ``transformer_admin`` model and its architectures.
+"""fairseq glue: the ``transformer_admin`` model, its config and its architectures.
 
-The model is fairseq's own Post-LN ``transformer`` with one change: every residual
-connection goes through an :class:`AdminShortcut`, ``ω ⊙ x + f(x)``, using the
-``residual_connection`` hook that fairseq's layers already call once per branch
-(2 per encoder layer, 3 per decoder layer). Everything else, forward pass included,
-is fairseq's code.
+The model is fairseq's own Post-LN ``transformer`` whose layers route every residual connection
+through an :class:`~fairseq_admin.layers.AdminShortcut`, ``ω ⊙ x + f(x)``; everything else,
+forward pass included, is fairseq's code. ``--init-type`` (:mod:`fairseq_admin.init_types`) then
+sets ω, after ``--ffn-init`` has set the initialization of fairseq 0.8 where asked.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import dataclasses
 import logging
-import os
-from typing import Any
-from collections.abc import Iterator
+from dataclasses import field, fields, make_dataclass
+from typing import Any, Optional
 
-import torch
 import torch.nn as nn
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.distributed import fsdp_wrap
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
 from fairseq.models.transformer.transformer_encoder import TransformerEncoderBase
@@ -30,96 +28,92 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
-from fairseq.modules.transformer_layer import (
-    TransformerDecoderLayerBase,
-    TransformerEncoderLayerBase,
-)
-from torch import Tensor
+from omegaconf import II
 
-from fairseq_admin.admin import SideProfiler
+from fairseq_admin import init_types
 from fairseq_admin.errors import AdminError
-from fairseq_admin.profile_file import (
-    ModelFacts,
-    check_profile_matches,
-    default_profile_path,
-    load_profile,
-)
+from fairseq_admin.layers import SIDES, AdminDecoderLayer, AdminEncoderLayer, admin_layers, check_branch_order
+from fairseq_admin.profiling import PADDING_MODES
 
 logger = logging.getLogger(__name__)
-# fairseq lowers the root logger to WARNING on ranks > 0; our few lines (ω per rank) should still show.
 logger.setLevel(logging.INFO)
 
-INIT_TYPES = ("default", "adaptive-profiling", "adaptive", "admin-closed-form", "deepnorm", "rezero")
-ENCODER_BRANCHES = ("self_attn", "ffn")
-DECODER_BRANCHES = ("self_attn", "cross_attn", "ffn")
+FFN_INITS = ("default", "xavier")
+LEGACY_DEFAULTS = {"decoder_embed_dim": II("model.encoder_embed_dim"),
+                   "decoder_ffn_embed_dim": II("model.encoder_ffn_embed_dim")}
+"""fairseq's base_architecture sizes the decoder like the encoder unless told otherwise; so does our config."""
 
 
-class AdminShortcut(nn.Module):
-    """``ω ⊙ shortcut + branch``: the one place Admin touches a residual connection.
+def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
+    """fairseq's TransformerConfig with its nested groups flattened to the legacy names (encoder_layers, ...).
 
-    ω starts as a buffer of ones (exactly the stock ``shortcut + branch``); Admin
-    turns it into a trainable parameter unless asked to keep it constant. While a
-    :class:`SideProfiler` is attached, each call first sets ω from the branches
-    before it, then records this branch's statistics.
+    fairseq's own argparse flags for the transformer are this flattening (``gen_parser_from_dataclass(...,
+    with_prefix="")``), and its legacy model code reads these flat names; a flat dataclass lets both
+    ``fairseq-train`` and ``fairseq-hydra-train`` hand our model one config of the same shape.
     """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("omega", torch.ones(dim))
-        self.profiler: SideProfiler | None = None
-        self.index = 0  # position of this branch on its side, set with the profiler
-
-    def make_trainable(self) -> None:
-        value = self.omega.detach().clone()
-        del self._buffers["omega"]
-        self.omega = nn.Parameter(value)
-
-    def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None) -> Tensor:
-        if self.profiler is not None:
-            with torch.no_grad():
-                self.omega.fill_(self.profiler.omega(self.index))
-            self.profiler.record(self.index, shortcut, branch, padding_mask)
-        return shortcut * self.omega + branch
+    flat = []
+    for outer in fields(TransformerConfig):
+        if outer.name.startswith("_"):
+            continue
+        if isinstance(outer.type, type) and issubclass(outer.type, FairseqDataclass):
+            for inner in fields(outer.type):
+                if inner.name.startswith("_"):
+                    continue
+                name = f"{outer.name}_{inner.name}"
+                default = LEGACY_DEFAULTS.get(name, inner.default)
+                if isinstance(default, str) and default.startswith("${model."):  # ${model.decoder.embed_dim}
+                    default = "${model." + default[len("${model."):].replace(".", "_")
+                flat.append((name, inner.type, _copy_field(inner, default)))
+        else:
+            flat.append((outer.name, outer.type, _copy_field(outer, outer.default)))
+    return flat
 
 
-class _ShortcutRouting:
-    """Hands fairseq's ``residual_connection`` calls to this layer's shortcuts, in call order."""
-
-    admin_shortcuts: nn.ModuleList
-    _next_shortcut: int
-    _padding_mask: Tensor | None
-
-    def residual_connection(self, x: Tensor, residual: Tensor) -> Tensor:
-        shortcut = self.admin_shortcuts[self._next_shortcut]
-        self._next_shortcut += 1
-        return shortcut(residual, x, self._padding_mask)
+def _copy_field(original: dataclasses.Field, default: Any) -> dataclasses.Field:
+    if original.default_factory is not dataclasses.MISSING:
+        return field(default_factory=original.default_factory, metadata=original.metadata)
+    return field(default=default, metadata=original.metadata)
 
 
-class AdminEncoderLayer(_ShortcutRouting, TransformerEncoderLayerBase):
-    def __init__(self, cfg: TransformerConfig, return_fc: bool = False) -> None:
-        super().__init__(cfg, return_fc=return_fc)
-        self.admin_shortcuts = nn.ModuleList(AdminShortcut(self.embed_dim) for _ in ENCODER_BRANCHES)
+def _admin_fields() -> list[tuple[str, Any, Any]]:
+    """Our options, plus the training settings profiling reads (interpolated from the run's config in hydra)."""
+    return [
+        ("init_type", ChoiceEnum(init_types.INIT_TYPE_NAMES), field(default="default", metadata={"help": "; ".join(
+            f"{t.name}: {t.help}" for t in init_types.INIT_TYPES.values())})),
+        ("ffn_init", ChoiceEnum(FFN_INITS), field(default="default", metadata={"help": (
+            "default: fairseq 0.12's initialization; xavier: fairseq 0.8's, as the paper's code (FFN weights "
+            "xavier_uniform, FFN and q/k/v biases 0)")})),
+        ("admin_profile", Optional[str], field(default=None, metadata={
+            "help": "profile file (default: <save-dir>/admin_profile.json)"})),
+        ("admin_profile_tokens", int, field(default=8192, metadata={
+            "help": "target tokens the profiling pass reads (at least one batch)"})),
+        ("admin_profile_padding", ChoiceEnum(PADDING_MODES), field(default="exclude", metadata={
+            "help": "exclude: statistics over non-padding positions; include: over every element, as the original"})),
+        ("admin_output_change", ChoiceEnum(["log", "constant"]), field(default="log", metadata={
+            "help": "admin-closed-form: output change O(log n) or O(1)"})),
+        ("admin_omega_fixed", bool, field(default=False, metadata={
+            "help": "keep ω constant instead of a trainable vector"})),
+        ("admin_omegas_from_checkpoint", bool, field(default=False, metadata={
+            "help": "set by fairseq-admin in the configs it saves: ω come from the checkpoint, not a profile"})),
+        # Read by profiling; in fairseq-train they come from the command line, in hydra from these paths.
+        ("seed", int, field(default=II("common.seed"))),
+        ("cpu", bool, field(default=II("common.cpu"))),
+        ("max_tokens", Optional[int], field(default=II("dataset.max_tokens"))),
+        ("batch_size", Optional[int], field(default=II("dataset.batch_size"))),
+        ("required_batch_size_multiple", int, field(default=II("dataset.required_batch_size_multiple"))),
+        ("train_subset", str, field(default=II("dataset.train_subset"))),
+        ("data_buffer_size", int, field(default=II("dataset.data_buffer_size"))),
+        ("save_dir", str, field(default=II("checkpoint.save_dir"))),
+        ("restore_file", str, field(default=II("checkpoint.restore_file"))),
+        ("finetune_from_model", Optional[str], field(default=II("checkpoint.finetune_from_model"))),
+        ("checkpoint_suffix", str, field(default=II("checkpoint.checkpoint_suffix"))),
+    ]
 
-    def forward(self, x, encoder_padding_mask: Tensor | None, attn_mask: Tensor | None = None):
-        self._next_shortcut, self._padding_mask = 0, encoder_padding_mask
-        try:
-            return super().forward(x, encoder_padding_mask, attn_mask)
-        finally:
-            self._padding_mask = None
 
-
-class AdminDecoderLayer(_ShortcutRouting, TransformerDecoderLayerBase):
-    def __init__(self, cfg: TransformerConfig, no_encoder_attn: bool = False, **kwargs: Any) -> None:
-        super().__init__(cfg, no_encoder_attn=no_encoder_attn, **kwargs)
-        branches = [b for b in DECODER_BRANCHES if not (no_encoder_attn and b == "cross_attn")]
-        self.admin_shortcuts = nn.ModuleList(AdminShortcut(self.embed_dim) for _ in branches)
-
-    def forward(self, x, *args: Any, self_attn_padding_mask: Tensor | None = None, **kwargs: Any):
-        self._next_shortcut, self._padding_mask = 0, self_attn_padding_mask
-        try:
-            return super().forward(x, *args, self_attn_padding_mask=self_attn_padding_mask, **kwargs)
-        finally:
-            self._padding_mask = None
+TransformerAdminConfig = make_dataclass(
+    "TransformerAdminConfig", _flat_transformer_fields() + _admin_fields(), bases=(FairseqDataclass,)
+)
+TransformerAdminConfig.__doc__ = "transformer_admin's config: fairseq's TransformerConfig, flat, + Admin's options."
 
 
 def _wrap_layer(layer: nn.Module, cfg: TransformerConfig) -> nn.Module:
@@ -140,34 +134,30 @@ class AdminTransformerDecoder(TransformerDecoderBase):
         return _wrap_layer(AdminDecoderLayer(cfg, no_encoder_attn=no_encoder_attn), cfg)
 
 
-@register_model("transformer_admin")
+@register_model("transformer_admin", dataclass=TransformerAdminConfig)
 class TransformerAdminModel(TransformerModel):
-    """Post-LN Transformer whose shortcuts are rescaled by Admin (``--init-type``)."""
+    """Post-LN Transformer whose shortcuts are set by ``--init-type`` (Admin and comparators)."""
 
     @classmethod
     def add_args(cls, parser):
-        super().add_args(parser)
         # No defaults here (fairseq's convention): the architecture functions fill them in.
-        parser.add_argument("--init-type", choices=INIT_TYPES,
-                            help="default: ω = 1 (stock Post-LN); adaptive-profiling: measure the "
-                                 "branch variances, write the profile and exit; adaptive: set ω from "
-                                 "the profile and train; admin-closed-form, deepnorm, rezero: comparators "
-                                 "(see fairseq_admin/comparators.py)")
-        parser.add_argument("--admin-profile", metavar="PATH",
-                            help="profile file (default: <save-dir>/admin_profile.json)")
-        parser.add_argument("--admin-profile-tokens", type=int, metavar="N",
-                            help="target tokens the profiling pass reads (at least one batch; default 8192)")
-        parser.add_argument("--admin-output-change", choices=("log", "constant"),
-                            help="admin-closed-form: output change O(log n) (default) or O(1)")
-        parser.add_argument("--admin-omega-fixed", action="store_true",
-                            help="keep ω a constant buffer instead of a trainable vector")
+        gen_parser_from_dataclass(parser, TransformerAdminConfig(), delete_default=True, with_prefix="")
 
     @classmethod
     def build_model(cls, args, task):
         transformer_admin(args)
-        check_init_type(args)
+        init_type = init_types.lookup(args.init_type)
+        if init_type.post_ln_only and (args.encoder_normalize_before or args.decoder_normalize_before):
+            raise AdminError(
+                f"--init-type {init_type.name} is for Post-LN models, but --encoder-normalize-before or "
+                "--decoder-normalize-before is set (Pre-LN). Drop those flags, or use --init-type default "
+                "for a Pre-LN baseline"
+            )
         model = super().build_model(args, task)
-        initialize_omegas(model, args, task)
+        check_branch_order(model)
+        if str(args.ffn_init) == "xavier":
+            initialize_as_fairseq_08(model)
+        init_type.initialize(model, args, task)
         return model
 
     @classmethod
@@ -179,137 +169,46 @@ class TransformerAdminModel(TransformerModel):
         cfg = TransformerConfig.from_namespace(args)
         return AdminTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
 
-    def admin_shortcuts(self, side: str) -> list[AdminShortcut]:
-        """The shortcuts of one side ("encoder" or "decoder") in the order the forward pass uses them."""
-        layers = getattr(self, side).layers
-        return [s for layer in layers for s in layer.modules() if isinstance(s, AdminShortcut)]
 
+def initialize_as_fairseq_08(model: nn.Module) -> None:
+    """``--ffn-init xavier``: the layers' initialization of fairseq 0.8, which the paper's code used.
 
-def branch_names(model: TransformerAdminModel, side: str) -> Iterator[tuple[int, str]]:
-    """(layer, branch name) for each shortcut of a side, aligned with ``admin_shortcuts(side)``."""
-    for index, layer in enumerate(getattr(model, side).layers):
-        names = ENCODER_BRANCHES if side == "encoder" else DECODER_BRANCHES
-        if side == "decoder" and layer.encoder_attn is None:
-            names = ("self_attn", "ffn")
-        for name in names:
-            yield index, name
-
-
-def check_init_type(args) -> None:
-    """Admin rescales Post-LN shortcuts; refuse combinations that cannot mean anything."""
-    if args.init_type == "default":
-        return
-    if args.encoder_normalize_before or args.decoder_normalize_before:
-        raise AdminError(
-            f"--init-type {args.init_type} is for Post-LN models, but --encoder-normalize-before or "
-            "--decoder-normalize-before is set (Pre-LN). Drop those flags, or use --init-type default "
-            "for a Pre-LN baseline"
-        )
-
-
-def omegas_in_checkpoint(args) -> str | None:
-    """Where ω will come from if fairseq is about to restore a checkpoint, else None.
-
-    Mirrors fairseq's checkpoint_utils.load_checkpoint: checkpoint_last.pt in --save-dir, or
-    --restore-file, or --finetune-from-model on a first launch.
+    fairseq 0.8 built fc1/fc2 with its ``Linear()`` helper (xavier_uniform weights, zero bias) and
+    attention with one fused in-projection whose bias was zero. fairseq 0.12 uses plain ``nn.Linear``
+    for the FFN (kaiming-uniform, non-zero bias) and separate q/k/v projections with nn.Linear's
+    non-zero bias. (Its q/k/v weights, xavier_uniform with gain 1/√2 per projection, have the same
+    distribution as 0.8's fused xavier_uniform; embeddings, output projection and out_proj match too.)
     """
-    if getattr(args, "admin_omegas_from_checkpoint", False):
-        return "the checkpoint being loaded"  # model rebuilt from a saved config (generate, export)
-    restore_file = getattr(args, "restore_file", None)
-    save_dir = getattr(args, "save_dir", None)
-    if restore_file is None or save_dir is None:
-        return None
-    suffix = getattr(args, "checkpoint_suffix", "") or ""
-    if restore_file == "checkpoint_last.pt":
-        path = os.path.join(save_dir, f"checkpoint_last{suffix}.pt")
-        finetune = getattr(args, "finetune_from_model", None)
-        if not os.path.exists(path) and finetune:
-            path = finetune
-    else:
-        path = restore_file
-    return path if os.path.exists(path) else None
-
-
-def omega_digest(model: TransformerAdminModel) -> str:
-    """Short hash of every ω, to compare them across ranks in the logs."""
-    digest = hashlib.sha256()
-    for side in ("encoder", "decoder"):
-        for shortcut in model.admin_shortcuts(side):
-            digest.update(shortcut.omega.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def initialize_omegas(model: TransformerAdminModel, args, task) -> None:
-    """Set ω as --init-type asks; profiling ends the process here, after writing the profile."""
-    if args.init_type == "default":
-        return
-    if args.init_type in ("admin-closed-form", "deepnorm", "rezero"):
-        from fairseq_admin.comparators import initialize_comparator
-
-        initialize_comparator(model, args)
-        return
-    if args.init_type == "adaptive-profiling":
-        from fairseq_admin.profiling import profile_and_exit
-
-        profile_and_exit(model, args, task)
-    source = omegas_in_checkpoint(args)
-    if source is None:
-        path = args.admin_profile or default_profile_path(args.save_dir)
-        profile = load_profile(path)
-        check_profile_matches(profile, ModelFacts.from_args(args), path)
-        set_omegas(model, profile.omegas("encoder"), profile.omegas("decoder"))
-        source = path
-    if not args.admin_omega_fixed:
-        for side in ("encoder", "decoder"):
-            # ω_1 scales the embeddings, which no LayerNorm precedes; keeping it the constant 1
-            # that profiling gives it is what lets a trained model fold ω into a stock Transformer.
-            for shortcut in model.admin_shortcuts(side)[1:]:
-                shortcut.make_trainable()
-    # Saved with the config: a model rebuilt from a checkpoint takes ω from its state, not a profile.
-    args.admin_omegas_from_checkpoint = True
-    rank = getattr(args, "distributed_rank", 0)
-    logger.info(f"admin: rank {rank}: ω from {source}, omega digest {omega_digest(model)}")
-
-
-def set_omegas(model: TransformerAdminModel, encoder: list[float], decoder: list[float]) -> None:
-    for side, values in (("encoder", encoder), ("decoder", decoder)):
-        shortcuts = model.admin_shortcuts(side)
-        if len(shortcuts) != len(values):
-            raise AdminError(f"profile has {len(values)} {side} branches, model has {len(shortcuts)}")
-        with torch.no_grad():
-            for shortcut, value in zip(shortcuts, values, strict=True):
-                shortcut.omega.fill_(value)
+    for side in SIDES:
+        for layer in admin_layers(model, side):
+            for linear in (layer.fc1, layer.fc2):
+                nn.init.xavier_uniform_(linear.weight)
+                nn.init.zeros_(linear.bias)
+            for attn in (layer.self_attn, getattr(layer, "encoder_attn", None)):
+                if attn is None:
+                    continue
+                for projection in (attn.q_proj, attn.k_proj, attn.v_proj):
+                    if projection.bias is not None:
+                        nn.init.zeros_(projection.bias)
 
 
 # Architectures: the stock transformer's, plus Admin's own defaults.
 
 
-@register_model_architecture("transformer_admin", "transformer_admin")
 def transformer_admin(args):
     args.init_type = getattr(args, "init_type", "default")
+    args.ffn_init = getattr(args, "ffn_init", "default")
     args.admin_profile = getattr(args, "admin_profile", None)
     args.admin_profile_tokens = getattr(args, "admin_profile_tokens", 8192)
+    args.admin_profile_padding = getattr(args, "admin_profile_padding", "exclude")
     args.admin_omega_fixed = getattr(args, "admin_omega_fixed", False)
     args.admin_output_change = getattr(args, "admin_output_change", "log")
-    if args.init_type == "adaptive-profiling" and getattr(args, "distributed_world_size", 1) > 1:
-        raise AdminError(
-            f"profiling must run in a single process, but the world size is {args.distributed_world_size}: "
-            "every process would measure its own shard and the ranks would disagree on ω. Run it with "
-            "--distributed-world-size 1 (and CUDA_VISIBLE_DEVICES=0), then train with --init-type adaptive "
-            "on all devices"
-        )
-    allow_bf16_without_tpu(args)
     base_architecture(args)
 
 
-def allow_bf16_without_tpu(args) -> None:
-    """fairseq 0.12 turns ``--bf16`` into ``--tpu`` and then fails without torch_xla; undo that off TPUs.
-
-    Architecture functions run after fairseq's own argument post-processing, so this is the first
-    place a plugin can set it right, and it only acts where no TPU runtime is installed.
-    """
-    if getattr(args, "bf16", False) and getattr(args, "tpu", False) and importlib.util.find_spec("torch_xla") is None:
-        args.tpu = False
+# register_model(..., dataclass=...) registers `--arch transformer_admin` as a no-op; in fairseq-train it
+# must apply the legacy defaults (e.g. decoder dims follow --encoder-embed-dim) like every other arch.
+ARCH_CONFIG_REGISTRY["transformer_admin"] = transformer_admin
 
 
 @register_model_architecture("transformer_admin", "transformer_admin_iwslt_de_en")

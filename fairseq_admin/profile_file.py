@@ -2,8 +2,9 @@
 
 JSON, one object::
 
-    {"format": "fairseq-admin-profile", "format_version": 1,
-     "model": {"arch": ..., "encoder_layers": ..., ...},       # ModelFacts
+    {"format": "fairseq-admin-profile", "format_version": 2,
+     "model": {"arch": ..., "encoder_layers": ..., ...},       # ModelFacts: must match the model
+     "settings": {"dropout": ..., "ffn_init": ..., ...},         # SettingFacts: everything else that changes ω
      "data": {"tokens": ..., "sentences": ..., "batches": ..., "seed": ..., "max_tokens": ...},
      "branches": [{"side": "encoder", "layer": 0, "branch": "self_attn",
                    "var_input": ..., "var_shortcut": ..., "var_branch": ..., "omega": ...}, ...]}
@@ -20,15 +21,21 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from fairseq_admin.errors import AdminError
 from fairseq_admin.files import write_atomically
 
 FORMAT = "fairseq-admin-profile"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds "settings"
 PROFILE_FILENAME = "admin_profile.json"
 
 
-class ProfileError(ValueError):
-    """A profile that is missing, unreadable, or taken from another model."""
+class ProfileError(AdminError):
+    """A profile that is missing, unreadable, or taken from another model or under other settings."""
+
+
+def _arch(args: Any) -> str:
+    """The architecture name: ``arch`` in an argparse namespace, ``_name`` in a hydra/dataclass config."""
+    return getattr(args, "arch", None) or getattr(args, "_name", None)
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,51 @@ class ModelFacts:
 
     @classmethod
     def from_args(cls, args: Any) -> ModelFacts:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        return cls(**{f.name: _arch(args) if f.name == "arch" else getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class SettingFacts:
+    """Every other setting that changes the forward pass at initialization, hence ω.
+
+    The seed is not one: like the original, a profile taken once is reused across seeds.
+    """
+
+    dropout: float
+    attention_dropout: float
+    activation_dropout: float  # fairseq's effective value: --activation-dropout, else --relu-dropout
+    activation_fn: str
+    no_scale_embedding: bool
+    layernorm_embedding: bool
+    encoder_learned_pos: bool
+    decoder_learned_pos: bool
+    no_token_positional_embeddings: bool
+    share_all_embeddings: bool
+    share_decoder_input_output_embed: bool
+    cross_self_attention: bool
+    quant_noise_pq: float
+    ffn_init: str
+    profile_padding: str
+
+    @classmethod
+    def from_args(cls, args: Any) -> SettingFacts:
+        return cls(
+            dropout=float(args.dropout),
+            attention_dropout=float(args.attention_dropout),
+            activation_dropout=float(getattr(args, "activation_dropout", 0) or getattr(args, "relu_dropout", 0) or 0),
+            activation_fn=str(args.activation_fn),
+            no_scale_embedding=bool(args.no_scale_embedding),
+            layernorm_embedding=bool(args.layernorm_embedding),
+            encoder_learned_pos=bool(args.encoder_learned_pos),
+            decoder_learned_pos=bool(args.decoder_learned_pos),
+            no_token_positional_embeddings=bool(args.no_token_positional_embeddings),
+            share_all_embeddings=bool(args.share_all_embeddings),
+            share_decoder_input_output_embed=bool(args.share_decoder_input_output_embed),
+            cross_self_attention=bool(getattr(args, "cross_self_attention", False)),
+            quant_noise_pq=float(getattr(args, "quant_noise_pq", 0) or 0),
+            ffn_init=str(args.ffn_init),
+            profile_padding=str(args.admin_profile_padding),
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +126,7 @@ class DataFacts:
 @dataclass(frozen=True)
 class AdminProfile:
     model: ModelFacts
+    settings: SettingFacts
     data: DataFacts
     branches: tuple[BranchRecord, ...]
 
@@ -86,6 +138,7 @@ class AdminProfile:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": asdict(self.model),
+            "settings": asdict(self.settings),
             "data": asdict(self.data),
             "branches": [asdict(b) for b in self.branches],
         }
@@ -131,11 +184,12 @@ def load_profile(path: str) -> AdminProfile:
     if raw.get("format_version") != FORMAT_VERSION:
         raise ProfileError(
             f"Admin profile {path} has format version {raw.get('format_version')!r}; this fairseq-admin "
-            f"reads version {FORMAT_VERSION}; {redo}"
+            f"reads version {FORMAT_VERSION} (version 2 records the settings that change ω); {redo}"
         )
     try:
         profile = AdminProfile(
             model=ModelFacts(**raw["model"]),
+            settings=SettingFacts(**raw["settings"]),
             data=DataFacts(**raw["data"]),
             branches=tuple(BranchRecord(**b) for b in raw["branches"]),
         )
@@ -151,16 +205,27 @@ def load_profile(path: str) -> AdminProfile:
     return profile
 
 
-def check_profile_matches(profile: AdminProfile, facts: ModelFacts, path: str) -> None:
-    """Stop with a clear error when a profile was taken from a different model."""
-    mismatches = [
-        f"{name}: profile {getattr(profile.model, name)!r}, model {getattr(facts, name)!r}"
-        for name in (f.name for f in fields(ModelFacts))
-        if getattr(profile.model, name) != getattr(facts, name)
+def _differences(profiled: Any, current: Any, what: str) -> list[str]:
+    return [
+        f"{name}: {what} {getattr(profiled, name)!r}, now {getattr(current, name)!r}"
+        for name in (f.name for f in fields(profiled))
+        if getattr(profiled, name) != getattr(current, name)
     ]
+
+
+def check_profile_matches(profile: AdminProfile, facts: ModelFacts, settings: SettingFacts, path: str) -> None:
+    """Stop with one clear error when a profile was taken from a different model or under other settings."""
+    mismatches = [m.replace(", now ", ", model ") for m in _differences(profile.model, facts, "profile")]
     if mismatches:
         raise ProfileError(
             f"Admin profile {path} was taken from a different model ({'; '.join(mismatches)}). "
             "Profile this model (--init-type adaptive-profiling with the same model flags) "
             "or pass --admin-profile for the right one"
+        )
+    changed = _differences(profile.settings, settings, "profiled")
+    if changed:
+        raise ProfileError(
+            f"Admin profile {path} was taken under other settings that change ω ({'; '.join(changed)}). "
+            "Train with the profiled settings, or profile again with these (delete the profile or pass "
+            "--admin-profile NEW with --init-type adaptive-profiling)"
         )

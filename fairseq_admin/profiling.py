@@ -1,41 +1,113 @@
-"""The profiling pass: ``fairseq-train ... --init-type adaptive-profiling``.
+"""The profiling pass, and where ω comes from when training starts.
 
-Runs forward passes in training mode (dropout on, as the original) over the first
-training batches, the same batches ``fairseq-train`` would train on, until
-``--admin-profile-tokens`` target tokens have been read (at least one batch).
-No backward pass, no optimizer step, no checkpoint: activations are not kept
-(``torch.no_grad``) and the model runs in fp32 whatever ``--fp16``/``--bf16`` say.
+Profiling runs forward passes in training mode (dropout on, as the original) over the first
+training batches — the same batches ``fairseq-train`` would train on, with the dropout RNG seeded
+as fairseq seeds the first update — until ``--admin-profile-tokens`` target tokens have been read
+(at least one batch). No backward pass, no optimizer step: activations are not kept
+(``torch.no_grad``), the model runs in fp32 whatever ``--fp16``/``--bf16`` say, and no weight but
+ω is touched (ω is restored afterwards; :func:`apply_profile` sets it).
+
+The statistics are taken by forward hooks on the shortcuts (:func:`recording`), so the model's
+own code is the same in profiling and training. In a distributed run only rank 0 profiles or reads
+the profile file, and every rank receives ω from it (:func:`omegas_from_rank0`): a node-local
+``--save-dir`` works, and ranks can never disagree on ω.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.nn as nn
 from fairseq import utils
 
 from fairseq_admin.admin import SideProfiler
 from fairseq_admin.errors import AdminError
-from fairseq_admin.model import TransformerAdminModel, branch_names
+from fairseq_admin.layers import SIDES, AdminShortcut, admin_shortcuts, branch_names
 from fairseq_admin.profile_file import (
     AdminProfile,
     BranchRecord,
     DataFacts,
     ModelFacts,
+    SettingFacts,
+    check_profile_matches,
     default_profile_path,
+    load_profile,
     save_profile,
 )
 
 logger = logging.getLogger(__name__)
+# fairseq lowers the root logger to WARNING on ranks > 0; our few lines (ω per rank) should still show.
 logger.setLevel(logging.INFO)
 
+PADDING_MODES = ("exclude", "include")
 
-def _first_training_batches(model: TransformerAdminModel, args: Any, task: Any):
-    """The first epoch's batches, built as fairseq's Trainer.get_train_iterator builds them."""
+
+class ProfileStatistics:
+    """What one profiling pass measured: a :class:`SideProfiler` per side."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.sides = {side: SideProfiler(len(admin_shortcuts(model, side))) for side in SIDES}
+
+    def omegas(self, side: str) -> list[float]:
+        return self.sides[side].omegas()
+
+
+def _set_omega(profiler: SideProfiler, index: int, shortcut: AdminShortcut, inputs: tuple) -> None:
+    shortcut.omega.fill_(profiler.omega(index))
+
+
+def _record(profiler: SideProfiler, index: int, include_padding: bool,
+            shortcut: AdminShortcut, inputs: tuple, output: torch.Tensor) -> None:
+    residual, branch, padding_mask = inputs
+    profiler.record(index, residual, branch, None if include_padding else padding_mask)
+
+
+@contextmanager
+def recording(model: nn.Module, include_padding: bool) -> Iterator[ProfileStatistics]:
+    """While active, every shortcut runs with the ω of the statistics so far and records its branch.
+
+    Each shortcut's ω is put back as it was when the block ends.
+    """
+    statistics = ProfileStatistics(model)
+    handles, saved = [], []
+    for side, profiler in statistics.sides.items():
+        for index, shortcut in enumerate(admin_shortcuts(model, side)):
+            saved.append((shortcut, shortcut.omega.detach().clone()))
+            handles.append(shortcut.register_forward_pre_hook(partial(_set_omega, profiler, index)))
+            handles.append(shortcut.register_forward_hook(partial(_record, profiler, index, include_padding)))
+    try:
+        yield statistics
+    finally:
+        for handle in handles:
+            handle.remove()
+        with torch.no_grad():
+            for shortcut, value in saved:
+                shortcut.omega.copy_(value)
+
+
+def profile_samples(model: nn.Module, samples: Iterable[dict], include_padding: bool) -> ProfileStatistics:
+    """Profiling forward passes (training mode, no grad) over fairseq samples; the weights are not changed."""
+    was_training = model.training
+    model.train()
+    try:
+        with torch.no_grad(), recording(model, include_padding) as statistics:
+            for sample in samples:
+                model(**sample["net_input"])
+    finally:
+        model.train(was_training)
+    return statistics
+
+
+def _first_training_batches(model: nn.Module, args: Any, task: Any):
+    """The first epoch's batches, built as fairseq's Trainer.get_train_iterator builds them (one shard)."""
     task.load_dataset(args.train_subset, epoch=1, combine=True)
     iterator = task.get_batch_iterator(
         dataset=task.dataset(args.train_subset),
@@ -55,49 +127,41 @@ def _first_training_batches(model: TransformerAdminModel, args: Any, task: Any):
     return iterator.next_epoch_itr(shuffle=True)
 
 
-def profile_model(model: TransformerAdminModel, args: Any, task: Any) -> AdminProfile:
-    """Measure the branch variances and return the profile; the model's weights are not changed."""
+def profile_model(model: nn.Module, args: Any, task: Any) -> AdminProfile:
+    """Profile on the first training batches (``--admin-profile-tokens``) and return the profile."""
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    model.to(device=device, dtype=torch.float32).train()
-    profilers = {}
-    for side in ("encoder", "decoder"):
-        shortcuts = model.admin_shortcuts(side)
-        profilers[side] = SideProfiler(len(shortcuts))
-        for index, shortcut in enumerate(shortcuts):
-            shortcut.profiler, shortcut.index = profilers[side], index
-
+    model.to(device=device, dtype=torch.float32)
     budget = max(1, args.admin_profile_tokens)
-    tokens = sentences = batches = 0
-    try:
-        with torch.no_grad():
-            for sample in _first_training_batches(model, args, task):
-                if not sample:
-                    continue
-                sample = utils.move_to_cuda(sample) if device.type == "cuda" else sample
-                model(**sample["net_input"])
-                tokens += int(sample["ntokens"])
-                sentences += int(sample["nsentences"])
-                batches += 1
-                if tokens >= budget:
-                    break
-    finally:
-        for side in ("encoder", "decoder"):
-            for shortcut in model.admin_shortcuts(side):
-                shortcut.profiler = None
-    if batches == 0:
-        raise AdminError(f"profiling found no training batch in {args.data} ({args.train_subset} split)")
+    counted = {"tokens": 0, "sentences": 0, "batches": 0}
+
+    def budgeted_samples() -> Iterator[dict]:
+        for sample in _first_training_batches(model, args, task):
+            if not sample:
+                continue
+            yield utils.move_to_cuda(sample) if device.type == "cuda" else sample
+            counted["tokens"] += int(sample["ntokens"])
+            counted["sentences"] += int(sample["nsentences"])
+            counted["batches"] += 1
+            if counted["tokens"] >= budget:
+                return
+
+    # The dropout masks of fairseq's first update: Trainer seeds every step with seed + num_updates.
+    with utils.set_torch_seed(args.seed):
+        statistics = profile_samples(model, budgeted_samples(), args.admin_profile_padding == "include")
+    if counted["batches"] == 0:
+        raise AdminError(f"profiling found no training batch in {task.cfg.data} ({args.train_subset} split)")
 
     records = []
-    for side, profiler in profilers.items():
-        omegas = profiler.omegas()
+    for side, profiler in statistics.sides.items():
         for (layer, name), var_x, var_f, omega in zip(
-            branch_names(model, side), profiler.input_variances(), profiler.branch_variances(), omegas, strict=True
+            branch_names(model, side), profiler.input_variances(), profiler.branch_variances(), profiler.omegas(),
+            strict=True,
         ):
             records.append(BranchRecord(side, layer, name, var_x, omega * omega * var_x, var_f, omega))
     return AdminProfile(
         model=ModelFacts.from_args(args),
-        data=DataFacts(tokens=tokens, sentences=sentences, batches=batches, seed=args.seed,
-                       max_tokens=args.max_tokens),
+        settings=SettingFacts.from_args(args),
+        data=DataFacts(seed=args.seed, max_tokens=args.max_tokens, **counted),
         branches=tuple(records),
     )
 
@@ -114,8 +178,13 @@ def format_table(profile: AdminProfile) -> str:
     return "\n".join(lines)
 
 
-def profile_and_exit(model: TransformerAdminModel, args: Any, task: Any) -> None:
-    path = args.admin_profile or default_profile_path(args.save_dir)
+def profile_path(args: Any) -> str:
+    return args.admin_profile or default_profile_path(args.save_dir)
+
+
+def write_new_profile(model: nn.Module, args: Any, task: Any) -> AdminProfile:
+    """Profile and write the profile file (atomically); refuses to replace an existing one."""
+    path = profile_path(args)
     if os.path.exists(path):
         raise AdminError(
             f"an Admin profile already exists at {path}; profiling would replace it. "
@@ -123,13 +192,92 @@ def profile_and_exit(model: TransformerAdminModel, args: Any, task: Any) -> None
         )
     start = time.perf_counter()
     profile = profile_model(model, args, task)
-    seconds = time.perf_counter() - start
     save_profile(profile, path)
     logger.info(
         "admin: profiled %d branches on %d tokens / %d sentences (%d batches) in %.1fs\n%s",
         len(profile.branches), profile.data.tokens, profile.data.sentences, profile.data.batches,
-        seconds, format_table(profile),
+        time.perf_counter() - start, format_table(profile),
     )
-    logger.info("admin: wrote %s; now train with --init-type adaptive", path)
-    logging.shutdown()
-    sys.exit(0)
+    logger.info("admin: wrote %s", path)
+    return profile
+
+
+def read_profile(args: Any) -> AdminProfile:
+    path = profile_path(args)
+    profile = load_profile(path)
+    check_profile_matches(profile, ModelFacts.from_args(args), SettingFacts.from_args(args), path)
+    return profile
+
+
+def omegas_in_checkpoint(args: Any) -> str | None:
+    """Where ω will come from if fairseq is about to restore a checkpoint, else None.
+
+    Mirrors fairseq's checkpoint_utils.load_checkpoint: checkpoint_last.pt in --save-dir, or
+    --restore-file, or --finetune-from-model on a first launch. Asked on rank 0 only: fairseq
+    loads the checkpoint there and broadcasts it.
+    """
+    if getattr(args, "admin_omegas_from_checkpoint", False):
+        return "the checkpoint being loaded"  # model rebuilt from a saved config (generate, export)
+    restore_file = getattr(args, "restore_file", None)
+    save_dir = getattr(args, "save_dir", None)
+    if restore_file is None or save_dir is None:
+        return None
+    suffix = getattr(args, "checkpoint_suffix", "") or ""
+    if restore_file == "checkpoint_last.pt":
+        path = os.path.join(save_dir, f"checkpoint_last{suffix}.pt")
+        finetune = getattr(args, "finetune_from_model", None)
+        if not os.path.exists(path) and finetune:
+            path = finetune
+    else:
+        path = restore_file
+    return path if os.path.exists(path) else None
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def on_rank0(decide: Callable[[], dict]) -> dict:
+    """Run ``decide`` on rank 0 only and give every rank its result (a small dict).
+
+    An AdminError on rank 0 reaches every rank as the same AdminError, so no rank waits forever.
+    """
+    if not _is_distributed():
+        return decide()
+    message: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            message[0] = decide()
+        except AdminError as err:
+            message[0] = {"error": str(err)}
+        except Exception as err:
+            message[0] = {"error": f"rank 0 failed: {type(err).__name__}: {err}"}
+            dist.broadcast_object_list(message, src=0)
+            raise
+    dist.broadcast_object_list(message, src=0)
+    if "error" in message[0]:
+        raise AdminError(message[0]["error"])
+    return message[0]
+
+
+def omegas_from_rank0(model: nn.Module, args: Any, task: Any) -> dict:
+    """Where ω comes from, decided on rank 0: a checkpoint, the profile file, or profiling now.
+
+    Returns ``{"source": ..., "encoder": [...], "decoder": [...]}``; ω lists are absent when a
+    checkpoint will provide them. Profiling now is one-step Admin: ``--init-type adaptive``
+    with no profile and no checkpoint.
+    """
+
+    def decide() -> dict:
+        checkpoint = omegas_in_checkpoint(args)
+        if checkpoint is not None:
+            return {"source": checkpoint}
+        if os.path.exists(profile_path(args)):
+            profile = read_profile(args)
+            source = profile_path(args)
+        else:
+            profile = write_new_profile(model, args, task)
+            source = f"{profile_path(args)} (profiled now)"
+        return {"source": source, **{side: profile.omegas(side) for side in SIDES}}
+
+    return on_rank0(decide)
