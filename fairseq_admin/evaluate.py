@@ -2,13 +2,22 @@
 
     fairseq-admin-evaluate --output RUN.json --reference test.raw.en [--compound-split] -- \\
         DATA_BIN --path CKPT --gen-subset test --beam 5 --remove-bpe sentencepiece ...
+    fairseq-admin-evaluate --output RUN.json --reference test.raw.en --moses-lang en [--lowercase] -- \\
+        DATA_BIN --path CKPT --gen-subset test --beam 5 --remove-bpe ...
 
 Everything after ``--`` goes to ``fairseq-generate`` unchanged (so the recipe's dry run shows the real
-command). Its detokenized hypotheses (``D-`` lines, put back in corpus order) are scored against the raw
-reference with sacrebleu, whose signature makes the number comparable across papers, and with the
-paper-style *tokenized* BLEU: both sides tokenized with sacrebleu's 13a (mteval) tokenizer, which like
-Moses keeps hyphenated words together, compound words split as in fairseq's ``compound_split_bleu.sh``
-for En-De, and scored on those tokens. Results go to one JSON file, written atomically.
+command). Its hypotheses (``D-`` lines, put back in corpus order) are scored two ways:
+
+* sacreBLEU against the raw reference, whose signature makes the number comparable across papers
+  (``--lowercase``: case-insensitive, for a lowercased corpus such as the paper's IWSLT'14);
+* the paper's figure. With ``--moses-lang`` (the paper's Moses + BPE data): fairseq-generate's own
+  ``BLEU4`` on the Moses tokens with BPE removed, as Transformer-Clinic's ``eval_*.sh`` report it, and
+  the hypotheses are detokenized with sacremoses' MosesDetokenizer before sacreBLEU. Without it
+  (sentencepiece data): a *tokenized* BLEU, both sides tokenized with sacrebleu's 13a (mteval) tokenizer,
+  which like Moses keeps hyphenated words together, compound words split as in fairseq's
+  ``compound_split_bleu.sh`` for En-De.
+
+Results go to one JSON file, written atomically.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from fairseq_admin.prepare import fairseq_command
 from fairseq_admin.files import write_atomically
 
 HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
+FAIRSEQ_BLEU = re.compile(r"^Generate (\S+) with beam=(\d+): (BLEU4 = ([0-9.]+),.*)$")
 COMPOUND = re.compile(r"(\S)-(\S)")
 
 
@@ -66,19 +76,52 @@ def tokenized(lines: list[str], compound_split: bool) -> list[str]:
     return [COMPOUND.sub(r"\1 ##AT##-##AT## \2", line) for line in out] if compound_split else out
 
 
-def score(hypotheses: list[str], references: list[str], compound_split: bool) -> dict:
+def sacrebleu_score(hypotheses: list[str], references: list[str], lowercase: bool = False) -> dict:
     from sacrebleu.metrics import BLEU
 
-    detok = BLEU()
+    detok = BLEU(lowercase=lowercase)
     detok_score = detok.corpus_score(hypotheses, [references])
-    tok = BLEU(tokenize="none", force=True)
+    return {"score": round(detok_score.score, 2), "signature": str(detok.get_signature()),
+            "text": f"{detok_score} {detok.get_signature()}"}
+
+
+def score(hypotheses: list[str], references: list[str], compound_split: bool, lowercase: bool = False) -> dict:
+    """sacreBLEU and the 13a tokenized BLEU (the sentencepiece pipeline's scoring)."""
+    from sacrebleu.metrics import BLEU
+
+    tok = BLEU(tokenize="none", force=True, lowercase=lowercase)
     tok_score = tok.corpus_score(tokenized(hypotheses, compound_split), [tokenized(references, compound_split)])
     return {
-        "sacrebleu": {"score": round(detok_score.score, 2), "signature": str(detok.get_signature()),
-                      "text": f"{detok_score} {detok.get_signature()}"},
+        "sacrebleu": sacrebleu_score(hypotheses, references, lowercase),
         "tokenized_bleu": {"score": round(tok_score.score, 2), "tokenizer": "13a", "compound_split": compound_split,
                            "text": str(tok_score)},
     }
+
+
+def fairseq_bleu(generate_output: str) -> dict:
+    """fairseq-generate's own BLEU line (on the text as the data is tokenized, subwords removed): the paper's figure."""
+    for line in reversed(generate_output.splitlines()):
+        match = FAIRSEQ_BLEU.match(line)
+        if match:
+            return {"score": float(match.group(4)), "text": match.group(3),
+                    "how": "fairseq-generate BLEU4 on Moses tokens, BPE removed (Transformer-Clinic eval_*.sh)"}
+    raise AdminError("fairseq-generate printed no 'Generate ... BLEU4 = ...' line; was the test set without targets?")
+
+
+def moses_detokenize(hypotheses: list[str], lang: str) -> list[str]:
+    """Moses tokens (XML-escaped, ``@-@`` hyphens) back to text, as detokenizer.perl -l LANG."""
+    from sacremoses import MosesDetokenizer
+
+    detokenizer = MosesDetokenizer(lang)
+    return [detokenizer.detokenize(line.split(), return_str=True, unescape=True) for line in hypotheses]
+
+
+def score_moses(generate_output: str, hypotheses: list[str], references: list[str], lang: str,
+                lowercase: bool) -> tuple[dict, list[str]]:
+    """The paper's BLEU (fairseq's, on Moses tokens) and sacreBLEU on the detokenized hypotheses."""
+    detokenized = moses_detokenize(hypotheses, lang)
+    return {"sacrebleu": sacrebleu_score(detokenized, references, lowercase),
+            "paper_bleu": fairseq_bleu(generate_output)}, detokenized
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="results JSON to write")
     parser.add_argument("--reference", required=True, help="raw (detokenized) reference text, one line per sentence")
     parser.add_argument("--compound-split", action="store_true", help="split a-b compounds for tokenized BLEU (En-De)")
+    parser.add_argument("--moses-lang", default=None, metavar="LANG",
+                        help="hypotheses are Moses tokens in LANG (the paper's pipeline): record fairseq's BLEU4 "
+                             "as the paper's figure and detokenize for sacreBLEU")
+    parser.add_argument("--lowercase", action="store_true", help="case-insensitive sacreBLEU (lowercased corpus)")
     parser.add_argument("--name", default=None, help="run name recorded in the JSON")
     args = parser.parse_args(ours)
     if not generate_args:
@@ -98,13 +145,19 @@ def main(argv: list[str] | None = None) -> None:
     if not os.path.isfile(args.reference):
         sys.exit(f"fairseq-admin-evaluate: error: reference file {args.reference} does not exist")
     stem = args.output[:-5] if args.output.endswith(".json") else args.output
+    if args.moses_lang and args.compound_split:
+        parser.error("--compound-split is for the 13a tokenized BLEU; with --moses-lang the paper's BLEU is fairseq's")
     try:
-        hypotheses = hypotheses_in_order(run_generate(generate_args, stem + ".generate.txt"))
-        with open(args.reference, encoding="utf-8") as f:
-            references = f.read().splitlines()
+        output = run_generate(generate_args, stem + ".generate.txt")
+        hypotheses = hypotheses_in_order(output)
+        with open(args.reference, encoding="utf-8", newline="\n") as f:
+            references = [line[:-1] if line.endswith("\n") else line for line in f]
         if len(references) != len(hypotheses):
             raise AdminError(f"{len(hypotheses)} hypotheses but {len(references)} reference lines in {args.reference}")
-        results = score(hypotheses, references, args.compound_split)
+        if args.moses_lang:
+            results, hypotheses = score_moses(output, hypotheses, references, args.moses_lang, args.lowercase)
+        else:
+            results = score(hypotheses, references, args.compound_split, args.lowercase)
     except AdminError as err:
         sys.exit(f"fairseq-admin-evaluate: error: {err}")
     write_atomically(stem + ".hyp.txt", "".join(h + "\n" for h in hypotheses))
@@ -113,8 +166,11 @@ def main(argv: list[str] | None = None) -> None:
               **results, "hypotheses": stem + ".hyp.txt", "fairseq_generate_args": generate_args}
     write_atomically(args.output, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print(f"sacrebleu: {results['sacrebleu']['text']}")
-    how = "13a, compound-split" if args.compound_split else "13a"
-    print(f"tokenized BLEU ({how}): {results['tokenized_bleu']['text']}")
+    if args.moses_lang:
+        print(f"paper BLEU (fairseq-generate, Moses tokens): {results['paper_bleu']['text']}")
+    else:
+        how = "13a, compound-split" if args.compound_split else "13a"
+        print(f"tokenized BLEU ({how}): {results['tokenized_bleu']['text']}")
     print(f"-> {args.output}")
 
 
