@@ -49,7 +49,6 @@ from fairseq_admin.errors import AdminError
 from fairseq_admin.files import torch_save_atomically
 
 STOCK_ARCH = "transformer"
-SUPPORTED_INIT_TYPES = ("default", "adaptive")
 OMEGA_KEY = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.admin_shortcuts\.(\d+)\.omega$")
 STOCK_KEY = re.compile(
     r"^(encoder|decoder)\.("
@@ -78,13 +77,16 @@ def _model_args(state: dict) -> dict[str, Any]:
 
 def check_foldable(args: dict[str, Any], model: dict[str, torch.Tensor]) -> None:
     """Refuse everything the folding argument (module docstring) does not cover, in one clear error."""
-    name = args.get("_name") or args.get("arch")
-    if not str(args.get("arch", "")).startswith("transformer_admin"):
-        raise AdminError(f"not a transformer_admin checkpoint (arch {args.get('arch')!r}, model {name!r})")
-    init_type = args.get("init_type", "default")
-    if init_type not in SUPPORTED_INIT_TYPES:
+    arch = args.get("arch") or args.get("_name")  # legacy namespace: arch; dataclass config: _name
+    if not str(arch or "").startswith("transformer_admin"):
+        raise AdminError(f"not a transformer_admin checkpoint (arch {arch!r})")
+    from fairseq_admin.init_types import INIT_TYPES
+
+    init_type = str(args.get("init_type", "default"))
+    exportable = [name for name, entry in INIT_TYPES.items() if entry.exportable]
+    if init_type not in exportable:
         raise AdminError(
-            f"cannot fold --init-type {init_type} into a stock Transformer: only {', '.join(SUPPORTED_INIT_TYPES)} "
+            f"cannot fold --init-type {init_type} into a stock Transformer: only {', '.join(exportable)} "
             "keep ω_1 = 1 and the LayerNorms that absorb ω (admin-closed-form and deepnorm scale the embedding "
             "shortcut, rezero has no LayerNorms)"
         )
@@ -181,7 +183,7 @@ def _plain(value: Any, where: str) -> Any:
 
 def stock_config(state: dict, args: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's cfg with a plain-dict ``transformer`` model config and no trace of the plugin."""
-    model_args = {k: v for k, v in args.items() if not k.startswith("admin_") and k != "init_type"}
+    model_args = {k: v for k, v in args.items() if not k.startswith("admin_") and k not in ("init_type", "ffn_init")}
     model_args["arch"] = model_args["_name"] = STOCK_ARCH
     cfg = dict(state.get("cfg") or {})
     cfg["model"] = model_args

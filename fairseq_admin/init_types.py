@@ -19,6 +19,7 @@ import torch.nn as nn
 from fairseq_admin import comparators, profiling
 from fairseq_admin.errors import AdminError
 from fairseq_admin.layers import SIDES, admin_shortcuts
+from fairseq_admin.profile_file import AdminProfile
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
@@ -51,6 +52,11 @@ def apply_omegas(model: nn.Module, omegas: dict[str, list[float]], trainable: bo
                 if values is not None:
                     shortcut.omega.fill_(values[index])
                 shortcut.omega.requires_grad_(trainable and index > 0)
+
+
+def apply_profile(model: nn.Module, profile: AdminProfile, trainable: bool) -> None:
+    """ω from a profile, as ``--init-type adaptive`` sets them (used by training and the evidence scripts)."""
+    apply_omegas(model, {side: profile.omegas(side) for side in SIDES}, trainable)
 
 
 def _stock(model: nn.Module, args: Any, task: Any) -> None:

@@ -32,7 +32,15 @@ from omegaconf import II
 
 from fairseq_admin import init_types
 from fairseq_admin.errors import AdminError
-from fairseq_admin.layers import SIDES, AdminDecoderLayer, AdminEncoderLayer, admin_layers, check_branch_order
+from fairseq_admin.layers import (
+    SIDES,
+    AdminDecoderLayer,
+    AdminEncoderLayer,
+    AdminShortcut,
+    admin_layers,
+    admin_shortcuts,
+    check_branch_order,
+)
 from fairseq_admin.profiling import PADDING_MODES
 
 logger = logging.getLogger(__name__)
@@ -159,6 +167,10 @@ class TransformerAdminModel(TransformerModel):
             initialize_as_fairseq_08(model)
         init_type.initialize(model, args, task)
         return model
+
+    def admin_shortcuts(self, side: str) -> list[AdminShortcut]:
+        """The shortcuts of one side ("encoder" or "decoder") in the order the forward pass uses them."""
+        return admin_shortcuts(self, side)
 
     @classmethod
     def build_encoder(cls, args, src_dict, embed_tokens):

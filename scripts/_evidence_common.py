@@ -42,7 +42,7 @@ COLORS = {"postln": "tab:red", "preln": "tab:blue", "admin": "tab:green",
 
 def available_methods() -> dict[str, tuple[str, str, list[str]]]:
     """The base three, plus any comparator init type the installed model already knows."""
-    from fairseq_admin.model import INIT_TYPES
+    from fairseq_admin.init_types import INIT_TYPES
 
     methods = dict(BASE_METHODS)
     methods.update({k: v for k, v in OPTIONAL_METHODS.items() if v[1] in INIT_TYPES})

@@ -57,17 +57,16 @@ def run_argv(data: Path, regime: Regime, method: str, run_dir: Path, size: list[
 def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
     """Var[ω x], Var[f] and β for every branch, pooled over the non-padding tokens of ``samples``."""
     from fairseq_admin.admin import RunningVariance, _non_padding
-    from fairseq_admin.model import branch_names
+    from fairseq_admin.layers import admin_shortcuts, branch_names
 
     stats: dict[tuple[str, int], tuple[RunningVariance, RunningVariance]] = {}
     handles = []
     for side in ("encoder", "decoder"):
-        for index, shortcut in enumerate(model.admin_shortcuts(side)):
+        for index, shortcut in enumerate(admin_shortcuts(model, side)):
             stats[(side, index)] = (RunningVariance(), RunningVariance())
 
             def hook(module, inputs, output, key=(side, index)):
                 shortcut_in, branch, padding_mask = inputs
-                branch = branch * module.alpha if hasattr(module, "alpha") else branch  # ReZero scales f
                 stats[key][0].add(_non_padding(shortcut_in * module.omega, padding_mask))
                 stats[key][1].add(_non_padding(branch, padding_mask))
 

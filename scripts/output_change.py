@@ -6,7 +6,7 @@ brings it down to O(log N). Here, per method and depth:
 
 * the model is built in-process by fairseq itself (options parser with ``--user-dir fairseq_admin``,
   ``tasks.setup_task``, ``task.build_model``), seeded as ``fairseq-train`` seeds it; Admin's ω come from
-  ``fairseq_admin.profiling.profile_model`` on the first training batches, then ``set_omegas`` and
+  ``fairseq_admin.profiling.profile_model`` on the first training batches, then ``apply_profile`` and
   ω_2.. made trainable, exactly what ``--init-type adaptive`` does;
 * W* = W after ONE Adam step (betas 0.9/0.98, eps 1e-8, fixed lr, no warmup) on the first Multi30k
   training batch of the run's seed (``--batch-seed`` fixes one batch for all seeds),
@@ -54,14 +54,10 @@ from _evidence_common import (
 
 def make_admin(model: Any, args: Any, task: Any) -> None:
     """What --init-type adaptive does, with the profile measured in-process instead of read from a file."""
-    from fairseq_admin.model import set_omegas
+    from fairseq_admin.init_types import apply_profile
     from fairseq_admin.profiling import profile_model
 
-    profile = profile_model(model, args, task)
-    set_omegas(model, profile.omegas("encoder"), profile.omegas("decoder"))
-    for side in ("encoder", "decoder"):
-        for shortcut in model.admin_shortcuts(side)[1:]:
-            shortcut.make_trainable()
+    apply_profile(model, profile_model(model, args, task), trainable=True)
 
 
 @torch.no_grad()

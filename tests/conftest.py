@@ -30,11 +30,11 @@ TINY_TRAINING = [
 
 
 def fairseq(tool: str, *args: str | os.PathLike, check: bool = True, env: dict | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+            timeout: int = 600, cwd: os.PathLike | None = None) -> subprocess.CompletedProcess:
     """Run a real fairseq console script (fairseq-train, fairseq-generate, ...) from this environment."""
     command = [str(BIN / tool), *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=full_env, timeout=timeout)
+    result = subprocess.run(command, cwd=cwd or REPO, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{tool} failed ({result.returncode}):\n{result.stderr[-4000:]}\n{result.stdout[-2000:]}")
     return result

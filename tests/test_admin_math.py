@@ -16,6 +16,7 @@ from fairseq_admin.profile_file import (
     DataFacts,
     ModelFacts,
     ProfileError,
+    SettingFacts,
     check_profile_matches,
     load_profile,
     save_profile,
@@ -69,6 +70,13 @@ def test_padding_positions_are_excluded():
     assert dirty.input_variances()[0] == pytest.approx(clean.input_variances()[0], rel=1e-6)
 
 
+SETTINGS = SettingFacts(dropout=0.1, attention_dropout=0.0, activation_dropout=0.0, activation_fn="relu",
+                        no_scale_embedding=False, layernorm_embedding=False, encoder_learned_pos=False,
+                        decoder_learned_pos=False, no_token_positional_embeddings=False, share_all_embeddings=True,
+                        share_decoder_input_output_embed=False, cross_self_attention=False, quant_noise_pq=0.0,
+                        ffn_init="default", profile_padding="exclude")
+
+
 def _profile(layers: int = 2) -> AdminProfile:
     facts = ModelFacts("transformer_admin", layers, layers, 64, 64, 128, 128, 2, 2, False, False)
     branches = tuple(
@@ -77,7 +85,7 @@ def _profile(layers: int = 2) -> AdminProfile:
         for layer in range(layers)
         for name in names
     )
-    return AdminProfile(facts, DataFacts(100, 5, 1, 1, 1024), branches)
+    return AdminProfile(facts, SETTINGS, DataFacts(100, 5, 1, 1, 1024), branches)
 
 
 def test_profile_roundtrip(tmp_path):
@@ -93,7 +101,7 @@ def test_profile_roundtrip(tmp_path):
         (lambda text: text[: len(text) // 2], "not valid JSON"),
         (lambda text: text.replace('"omega": 1.1', '"omega": NaN', 1), "non-finite"),
         (lambda text: text.replace('"omega": 1.1', '"omega": -1.1', 1), "invalid value"),
-        (lambda text: text.replace('"format_version": 1', '"format_version": 99'), "format version 99"),
+        (lambda text: text.replace('"format_version": 2', '"format_version": 1'), "format version 1"),
         (lambda text: json.dumps({"hello": 1}), "not a fairseq-admin profile"),
     ],
 )
@@ -107,4 +115,30 @@ def test_bad_profiles_are_named(tmp_path, corrupt, message):
 def test_profile_of_another_model_is_refused():
     other = ModelFacts("transformer_admin", 3, 2, 64, 64, 128, 128, 2, 2, False, False)
     with pytest.raises(ProfileError, match="encoder_layers: profile 2, model 3"):
-        check_profile_matches(_profile(), other, "p.json")
+        check_profile_matches(_profile(), other, SETTINGS, "p.json")
+
+
+def test_profile_under_other_settings_is_refused_naming_each():
+    from dataclasses import replace
+
+    facts = _profile().model
+    check_profile_matches(_profile(), facts, SETTINGS, "p.json")  # same settings: accepted
+    other = replace(SETTINGS, dropout=0.3, ffn_init="xavier")
+    expected = r"dropout: profiled 0.1, now 0.3; ffn_init: profiled 'default', now 'xavier'"
+    with pytest.raises(ProfileError, match=expected):
+        check_profile_matches(_profile(), facts, other, "p.json")
+
+
+def test_profile_errors_are_user_errors():
+    from fairseq_admin.errors import AdminError
+
+    assert issubclass(ProfileError, AdminError)
+
+
+def test_unknown_init_type_is_an_error_even_untyped():
+    from fairseq_admin.errors import AdminError
+    from fairseq_admin.init_types import INIT_TYPE_NAMES, lookup
+
+    assert [lookup(name).name for name in INIT_TYPE_NAMES] == list(INIT_TYPE_NAMES)
+    with pytest.raises(AdminError, match="unknown --init-type 'adaptiv'"):
+        lookup("adaptiv")

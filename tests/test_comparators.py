@@ -41,7 +41,7 @@ def test_closed_form_values(data_bin: Path, change: str, fixed: bool) -> None:
         expected = math.sqrt((n + 1) / math.log(n + 1) - 1) if change == "log" else math.sqrt(n)
         for shortcut in shortcuts(model, side):  # every residual, ω_1 included, as admin-torch
             assert torch.allclose(shortcut.omega, torch.full((64,), expected), rtol=0, atol=1e-6)
-            assert isinstance(shortcut.omega, torch.nn.Parameter) != fixed
+            assert shortcut.omega.requires_grad != fixed
 
 
 def test_deepnorm_values(data_bin: Path) -> None:
@@ -53,7 +53,7 @@ def test_deepnorm_values(data_bin: Path) -> None:
     }
     for side, (alpha, beta) in constants.items():
         for shortcut in shortcuts(model, side):
-            assert not isinstance(shortcut.omega, torch.nn.Parameter)  # a constant
+            assert not shortcut.omega.requires_grad  # a constant
             assert torch.allclose(shortcut.omega, torch.full((64,), alpha), rtol=0, atol=1e-6)
         layers = getattr(model, side).layers
         for name, gain in (("self_attn.q_proj", 1.0), ("self_attn.k_proj", 1.0), ("self_attn.v_proj", beta),
@@ -68,13 +68,32 @@ def test_deepnorm_values(data_bin: Path) -> None:
 
 
 def test_rezero_structure(data_bin: Path) -> None:
+    """One α per layer (ReZero's authors, the original's rezero_weight), shared by its sub-layers, 0 at init."""
     model = build_model(data_bin, "--init-type", "rezero")
+    alphas = [name for name, p in model.named_parameters() if "rezero" in name]
+    assert alphas == [f"{side}.layers.{i}.rezero_weight" for side in ("encoder", "decoder") for i in range(N)]
     for side in ("encoder", "decoder"):
         for shortcut in shortcuts(model, side):
-            assert isinstance(shortcut.alpha, torch.nn.Parameter) and shortcut.alpha.item() == 0.0
-            assert torch.equal(shortcut.omega, torch.ones(64)) and not isinstance(shortcut.omega, torch.nn.Parameter)
+            assert torch.equal(shortcut.omega, torch.ones(64)) and not shortcut.omega.requires_grad
         for layer in getattr(model, side).layers:
+            assert layer.rezero_weight.requires_grad and layer.rezero_weight.item() == 0.0
             assert not any("LayerNorm" in type(m).__name__ for m in layer.modules())
+    # x + α f(x) with α shared: a layer with α = a equals the per-branch formula with that a everywhere.
+    layer = model.encoder.layers[0].eval()
+    with torch.no_grad():
+        layer.rezero_weight.fill_(0.5)
+        x = torch.randn(4, 2, 64)
+        h = x + 0.5 * layer.self_attn(x, x, x)[0]
+        expected = h + 0.5 * layer.fc2(torch.relu(layer.fc1(h)))
+        assert torch.allclose(layer(x, None), expected, atol=1e-6)
+
+
+def test_old_per_branch_rezero_checkpoint_is_refused(data_bin: Path) -> None:
+    model = build_model(data_bin, "--init-type", "rezero")
+    state = model.state_dict()
+    state["encoder.layers.0.admin_shortcuts.0.alpha"] = torch.tensor(0.1)
+    with pytest.raises(AdminError, match="old per-branch ReZero layout"):
+        model.load_state_dict(state)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +131,8 @@ def test_comparator_trains(trained, init_type: str) -> None:
         for key, value in omegas.items():  # constant: exactly the formula after training
             assert torch.allclose(value, torch.full_like(value, alphas[key.split(".")[0]]), rtol=0, atol=1e-6)
     else:
-        alphas = [v.item() for k, v in model.items() if k.endswith(".alpha")]
-        assert len(alphas) == 2 * N + 3 * M and all(a != 0.0 for a in alphas)  # α left 0: gradients reach it
+        alphas = [v.item() for k, v in model.items() if k.endswith(".rezero_weight")]
+        assert len(alphas) == N + M and all(a != 0.0 for a in alphas)  # one α per layer, left 0: gradients reach it
         assert all(torch.equal(v, torch.ones_like(v)) for v in omegas.values())
         assert not any("layer_norm" in k and ".layers." in k for k in model)
 

@@ -43,8 +43,10 @@ CASES = {
                              ["Post-LN", "--encoder-normalize-before"]),
     "pre-LN with profiling": (None, ["--init-type", "adaptive-profiling", "--decoder-normalize-before"],
                               ["Post-LN"]),
-    "profiling with world size 2": (None, ["--init-type", "adaptive-profiling", "--distributed-world-size", "2"],
-                                    ["single process", "world size is 2"]),
+    "profile under another dropout": ("keep", ["--init-type", "adaptive", "--dropout", "0.3"],
+                                      ["other settings that change ω", "dropout: profiled 0.1, now 0.3"]),
+    "profile with another padding mode": ("keep", ["--init-type", "adaptive", "--admin-profile-padding", "include"],
+                                          ["profile_padding: profiled 'exclude', now 'include'"]),
 }
 
 
