@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Admin recipes: one runner for every task, method and depth.
+# Admin recipes: one runner for every task, method, depth and seed.
 #
 #   recipes/run.sh [--dry-run] TASK METHOD LAYERS [STAGE]
 #
@@ -11,9 +11,14 @@
 # --dry-run prints every command the stage(s) would run, without running anything.
 # Re-running skips finished steps (each step leaves its output or a marker only when it succeeded).
 # Environment: ADMIN_WORK (data/checkpoints root, default <repo>/work), RESULTS_DIR (default <repo>/results),
-# NGPUS (default: visible GPUs), PRECISION (fp16 | bf16 | fp32; default fp16 on GPU), MAX_TOKENS (per GPU),
-# MAX_EPOCH, MAX_UPDATE, SEED, TRAIN_ARGS / GENERATE_ARGS (extra fairseq-train / -generate flags), MULTI30K_DIR,
-# MAX_TRAIN_PAIRS (Multi30k only: use the first N pairs), and each hyper-parameter in recipes/TASK/config.sh.
+# SEED (default 1111) or SEEDS ("1111 2222 3333 4444 5555": one run per seed, in turn; Admin profiles once,
+# with PROFILE_SEED, default the first of SEEDS, else 1111, and every seed trains from that profile),
+# PIPELINE (bpe: the paper's Moses + BPE, default for the paper's tasks | spm: joint sentencepiece, Multi30k's),
+# NGPUS (GPUs per node; default: visible GPUs), NNODES / NODE_RANK / MASTER_ADDR / MASTER_PORT (multi-node),
+# LAUNCHER (spawn | torchrun | slurm; default spawn on one node, torchrun on several, slurm inside a SLURM job),
+# PRECISION (fp16 | bf16 | fp32; default fp16 on GPU), MAX_TOKENS (per GPU), MAX_EPOCH, MAX_UPDATE,
+# TRAIN_ARGS / GENERATE_ARGS (extra fairseq-train / -generate flags), WORKERS_PREPARE (tokenizer processes),
+# MULTI30K_DIR, MAX_TRAIN_PAIRS (Multi30k only: use the first N pairs), and each setting in recipes/TASK/config.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -67,10 +72,16 @@ else
 fi
 (( ENC_LAYERS > 0 && DEC_LAYERS > 0 )) || die "LAYERS must be at least 1, got '$LAYERS'"
 
-MODEL_EXTRA_ARGS=() AVERAGE_ARGS=() SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-}
+MODEL_EXTRA_ARGS=() AVERAGE_ARGS=() ADMIN_ARGS=() SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-}
 RAW_DIR="" SPLITS="train=train,valid=valid,test=test" STOP_TIME_HOURS=${STOP_TIME_HOURS:-}
+GENERATE_BATCH=(--max-tokens 8000) CLEAN_AFTER_BPE=""
 # shellcheck source=/dev/null
 source "$CONFIG_DIR/config.sh"
+case $PIPELINE in
+    bpe) [[ $TASK != multi30k_* ]] || die "PIPELINE=bpe is for the paper's tasks; Multi30k uses spm" ;;
+    spm) ;;
+    *) die "PIPELINE must be bpe or spm, got '$PIPELINE'" ;;
+esac
 
 # Our CLIs and fairseq's come from the repo's virtual environment when there is one.
 if [[ -x $REPO/.venv/bin/fairseq-train ]]; then
@@ -79,14 +90,32 @@ fi
 
 WORK=${ADMIN_WORK:-$REPO/work}
 DATA_DIR=$WORK/data/$TASK
+[[ $PIPELINE == spm && $TASK != multi30k_* ]] && DATA_DIR=$WORK/data/$TASK-spm
 DATA_BIN=$DATA_DIR/bin
-RUN_NAME=$TASK-$METHOD-${ENC_LAYERS}L-${DEC_LAYERS}L
-SAVE_DIR=$WORK/checkpoints/$RUN_NAME
-RESULT=${RESULTS_DIR:-$REPO/results}/$RUN_NAME.json
-SEED=${SEED:-1111}
+if [[ $PIPELINE == bpe ]]; then
+    REFERENCE=$DATA_DIR/moses/test.raw.$TGT  # the untokenized newstest2014 / IWSLT references, for sacreBLEU
+else
+    REFERENCE=$DATA_DIR/text/test.raw.$TGT
+fi
+RUN_BASE=$TASK-$METHOD-${ENC_LAYERS}L-${DEC_LAYERS}L
+RESULTS=${RESULTS_DIR:-$REPO/results}
 USER_DIR=$REPO/fairseq_admin
 
-# Devices: NGPUS, else the GPUs CUDA_VISIBLE_DEVICES names, else what nvidia-smi lists, else none (CPU).
+# Seeds: SEEDS runs each in turn; SEED alone is one run. Every run's name, save dir and result carry its seed.
+SEEDS_GIVEN=${SEEDS:-}
+SEEDS=${SEEDS:-${SEED:-1111}}
+read -r -a SEED_LIST <<<"$SEEDS"
+(( ${#SEED_LIST[@]} > 0 )) || die "SEEDS is empty; give one or more integers, e.g. SEEDS=\"1111 2222\""
+for seed in "${SEED_LIST[@]}"; do
+    [[ $seed =~ ^[0-9]+$ ]] || die "seeds must be integers, got '$seed' in SEEDS=\"$SEEDS\""
+done
+# Admin profiles once, with PROFILE_SEED, and every seed's run starts from that profile (as the original did,
+# with 1111). Default: the first of SEEDS, else 1111, so runs started one SEED at a time share it too.
+if [[ -n ${SEEDS_GIVEN:-} ]]; then PROFILE_SEED=${PROFILE_SEED:-${SEED_LIST[0]}}; else PROFILE_SEED=${PROFILE_SEED:-1111}; fi
+[[ $PROFILE_SEED =~ ^[0-9]+$ ]] || die "PROFILE_SEED must be an integer, got '$PROFILE_SEED'"
+PROFILE_PATH=$WORK/checkpoints/$RUN_BASE-s$PROFILE_SEED/admin_profile.json
+
+# Devices: NGPUS per node, else the GPUs CUDA_VISIBLE_DEVICES names, else what nvidia-smi lists, else none (CPU).
 if [[ -z ${NGPUS:-} ]]; then
     if [[ -n ${CUDA_VISIBLE_DEVICES+set} ]]; then
         NGPUS=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c '[^[:space:]]' || true)
@@ -99,10 +128,28 @@ fi
 [[ $NGPUS =~ ^[0-9]+$ ]] || die "NGPUS must be a number, got '$NGPUS'"
 FIRST_GPU=${CUDA_VISIBLE_DEVICES:-0}
 FIRST_GPU=${FIRST_GPU%%,*}
+
+# Nodes: NNODES machines with NGPUS GPUs each; node 0 also prepares, profiles and evaluates.
+NNODES=${NNODES:-${SLURM_NNODES:-1}} NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-localhost} MASTER_PORT=${MASTER_PORT:-29500}
+[[ $NNODES =~ ^[0-9]+$ ]] && (( NNODES >= 1 )) || die "NNODES must be a positive number, got '$NNODES'"
+[[ $NODE_RANK =~ ^[0-9]+$ ]] && (( NODE_RANK < NNODES )) || die "NODE_RANK must be 0..$((NNODES - 1)), got '$NODE_RANK'"
+[[ $MASTER_PORT =~ ^[0-9]+$ ]] || die "MASTER_PORT must be a port number, got '$MASTER_PORT'"
+if [[ -z ${LAUNCHER:-} ]]; then
+    if (( NNODES == 1 )); then LAUNCHER=spawn
+    elif [[ -n ${SLURM_JOB_ID:-} ]]; then LAUNCHER=slurm
+    else LAUNCHER=torchrun; fi
+fi
+case $LAUNCHER in
+    spawn) (( NNODES == 1 )) || die "LAUNCHER=spawn runs on one node; use torchrun or slurm for NNODES=$NNODES" ;;
+    torchrun | slurm) (( NGPUS > 0 )) || die "LAUNCHER=$LAUNCHER needs GPUs (NGPUS per node); none is visible" ;;
+    *) die "LAUNCHER must be spawn, torchrun or slurm, got '$LAUNCHER'" ;;
+esac
+
 if (( NGPUS == 0 )); then
     WORKERS=1 DEVICE_ARGS=(--cpu) PRECISION=${PRECISION:-fp32}
 else
-    WORKERS=$NGPUS DEVICE_ARGS=() PRECISION=${PRECISION:-fp16}
+    WORKERS=$(( NNODES * NGPUS )) DEVICE_ARGS=() PRECISION=${PRECISION:-fp16}
 fi
 case $PRECISION in
     fp16) PRECISION_ARGS=(--fp16 --fp16-scale-window 256 --threshold-loss-scale 0.03125) ;;
@@ -112,31 +159,41 @@ case $PRECISION in
 esac
 (( NGPUS > 0 )) || [[ $PRECISION == fp32 ]] || die "PRECISION=$PRECISION needs a GPU; none is visible (set NGPUS)"
 
-# The paper's effective batch, whatever the GPU count: workers × max-tokens × update-freq = EFFECTIVE_TOKENS
-# (exactly when the division works out, else the nearest batch below it).
+# The paper's effective batch over every GPU of every node: workers × max-tokens × update-freq =
+# EFFECTIVE_TOKENS (exactly when the division works out, else the nearest batch below it).
 batch_for_depth "$ENC_LAYERS" "$DEC_LAYERS"
 UPDATE_FREQ=$(( (EFFECTIVE_TOKENS + WORKERS * MAX_TOKENS - 1) / (WORKERS * MAX_TOKENS) ))
 TRAIN_MAX_TOKENS=$(( EFFECTIVE_TOKENS / (WORKERS * UPDATE_FREQ) ))
 
 MODEL_ARGS=(--arch "$ARCH" --share-all-embeddings --encoder-layers "$ENC_LAYERS" --decoder-layers "$DEC_LAYERS"
             "${MODEL_EXTRA_ARGS[@]}" "${NORM_ARGS[@]}")
-COMMON_ARGS=("$DATA_BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" --save-dir "$SAVE_DIR"
-             --seed "$SEED" --log-format simple --log-interval 100 --keep-last-epochs "$AVG_LAST"
-             --optimizer radam --adam-betas "(0.9, 0.98)" --clip-norm 0.0 --lr "$LR" --lr-scheduler inverse_sqrt
-             --warmup-init-lr 1e-07 --warmup-updates "$WARMUP" --dropout "$DROPOUT" "${EXTRA_TRAIN_ARGS[@]}"
-             --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-epoch "$MAX_EPOCH")
-[[ -n ${MAX_UPDATE:-} ]] && COMMON_ARGS+=(--max-update "$MAX_UPDATE")
-[[ -n ${STOP_TIME_HOURS:-} ]] && COMMON_ARGS+=(--stop-time-hours "$STOP_TIME_HOURS")
+TRAIN_EXTRA=()
+[[ -n ${MAX_UPDATE:-} ]] && TRAIN_EXTRA+=(--max-update "$MAX_UPDATE")
+[[ -n ${STOP_TIME_HOURS:-} ]] && TRAIN_EXTRA+=(--stop-time-hours "$STOP_TIME_HOURS")
 if [[ -n ${TRAIN_ARGS:-} ]]; then  # extra fairseq-train flags, split on spaces
     read -r -a EXTRA <<<"$TRAIN_ARGS"
-    COMMON_ARGS+=("${EXTRA[@]}")
+    TRAIN_EXTRA+=("${EXTRA[@]}")
 fi
 # Average epoch checkpoints (the paper), or update checkpoints where a config saves every N updates.
-AVERAGE_WHAT=(--num-epoch-checkpoints "$AVG_LAST") AVERAGED_WHAT="epoch"
+AVERAGE_WHAT=(--num-epoch-checkpoints "$AVG_LAST" --checkpoint-upper-bound "$MAX_EPOCH") AVERAGED_WHAT="epoch"
 if [[ -n ${SAVE_INTERVAL_UPDATES:-} ]]; then
-    COMMON_ARGS+=(--save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates "$AVG_LAST")
+    TRAIN_EXTRA+=(--save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates "$AVG_LAST")
     AVERAGE_WHAT=(--num-update-checkpoints "$AVG_LAST") AVERAGED_WHAT="update"
 fi
+
+# use_seed SEED: the run of that seed (RUN_NAME, SAVE_DIR, RESULT, COMMON_ARGS).
+use_seed() {
+    SEED=$1
+    RUN_NAME=$RUN_BASE-s$SEED
+    SAVE_DIR=$WORK/checkpoints/$RUN_NAME
+    RESULT=$RESULTS/$RUN_NAME.json
+    COMMON_ARGS=("$DATA_BIN" --user-dir "$USER_DIR" --source-lang "$SRC" --target-lang "$TGT" --save-dir "$SAVE_DIR"
+                 --seed "$SEED" --log-format simple --log-interval 100 --keep-last-epochs "$AVG_LAST"
+                 --optimizer radam --adam-betas "(0.9, 0.98)" --clip-norm 0.0 --lr "$LR" --lr-scheduler inverse_sqrt
+                 --warmup-init-lr 1e-07 --warmup-updates "$WARMUP" --dropout "$DROPOUT" "${EXTRA_TRAIN_ARGS[@]}"
+                 --criterion label_smoothed_cross_entropy --label-smoothing 0.1 --max-epoch "$MAX_EPOCH"
+                 "${TRAIN_EXTRA[@]}")
+}
 
 # --- helpers -------------------------------------------------------------------------------------------
 
@@ -203,10 +260,11 @@ extract() {
 # --- stages --------------------------------------------------------------------------------------------
 
 stage_prepare() {
-    echo "# prepare: $TASK ($SRC -> $TGT), joint sentencepiece $SPM_VOCAB -> $DATA_BIN"
     local downloads=$WORK/downloads
+    local workers=${WORKERS_PREPARE:-8}
     case $TASK in
         multi30k_*)
+            echo "# prepare: $TASK ($SRC -> $TGT), joint sentencepiece $SPM_VOCAB -> $DATA_BIN"
             local limit=()
             [[ -n ${MAX_TRAIN_PAIRS:-} ]] && limit=(--max-train-pairs "$MAX_TRAIN_PAIRS")
             if (( ! DRY_RUN )) && [[ ! -d $RAW_DIR ]]; then
@@ -216,49 +274,27 @@ stage_prepare() {
                 --vocab-size "$SPM_VOCAB" --splits "$SPLITS" "${limit[@]}"
             return
             ;;
-        iwslt14_de_en)
-            # As fairseq's examples/translation/prepare-iwslt14.sh.
-            download http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz "$downloads/iwslt14/de-en.tgz"
-            extract "$downloads/iwslt14/de-en.tgz" "$downloads/iwslt14"
-            ;;
-        wmt14_en_de)
-            # As fairseq's examples/translation/prepare-wmt14en2de.sh --icml17 (WMT'14 data, newstest2014).
-            local files=(training-parallel-europarl-v7.tgz training-parallel-commoncrawl.tgz
-                         training-parallel-nc-v9.tgz dev.tgz test-full.tgz)
-            local urls=(http://statmt.org/wmt13/training-parallel-europarl-v7.tgz
-                        http://statmt.org/wmt13/training-parallel-commoncrawl.tgz
-                        http://statmt.org/wmt14/training-parallel-nc-v9.tgz
-                        http://data.statmt.org/wmt17/translation-task/dev.tgz
-                        http://statmt.org/wmt14/test-full.tgz)
-            local i
-            for i in "${!files[@]}"; do
-                download "${urls[$i]}" "$downloads/wmt14/${files[$i]}"
-                extract "$downloads/wmt14/${files[$i]}" "$downloads/wmt14"
-            done
-            ;;
-        wmt14_en_fr)
-            # As fairseq's examples/translation/prepare-wmt14en2fr.sh.
-            local files=(training-parallel-europarl-v7.tgz training-parallel-commoncrawl.tgz
-                         training-parallel-un.tgz training-parallel-nc-v9.tgz training-giga-fren.tar
-                         dev.tgz test-full.tgz)
-            local urls=(http://statmt.org/wmt13/training-parallel-europarl-v7.tgz
-                        http://statmt.org/wmt13/training-parallel-commoncrawl.tgz
-                        http://statmt.org/wmt13/training-parallel-un.tgz
-                        http://statmt.org/wmt14/training-parallel-nc-v9.tgz
-                        http://statmt.org/wmt10/training-giga-fren.tar
-                        http://data.statmt.org/wmt17/translation-task/dev.tgz
-                        http://statmt.org/wmt14/test-full.tgz)
-            local i
-            for i in "${!files[@]}"; do
-                download "${urls[$i]}" "$downloads/wmt14/${files[$i]}"
-                extract "$downloads/wmt14/${files[$i]}" "$downloads/wmt14"
-            done
-            ;;
     esac
-    # Clean (tags, length ratio, ...) into NAME.LANG files, then sentencepiece + fairseq-preprocess.
-    run fairseq-admin-corpus "$TASK" --downloads "$downloads/${TASK%%_*}" --dest "$DATA_DIR/raw"
-    run fairseq-admin-prepare --raw-dir "$DATA_DIR/raw" --dest "$DATA_DIR" --src "$SRC" --tgt "$TGT" \
-        --vocab-size "$SPM_VOCAB" --splits "$SPLITS" --spm-sentences 10000000 --workers 8
+    echo "# prepare: $TASK ($SRC -> $TGT), pipeline $PIPELINE -> $DATA_BIN"
+    # The archives of the original's pre-process/*.sh, unpacked where those scripts unpack them.
+    local i
+    for i in "${!FILES[@]}"; do
+        download "${URLS[$i]}" "$downloads/$DOWNLOAD_DIR/${FILES[$i]}"
+        extract "$downloads/$DOWNLOAD_DIR/${FILES[$i]}" "$downloads/$DOWNLOAD_DIR"
+    done
+    if [[ $PIPELINE == bpe ]]; then
+        # Moses normalization / tokenization / cleaning as the original, then joint BPE + fairseq-preprocess.
+        run fairseq-admin-corpus "$TASK" --pipeline moses --downloads "$downloads/$DOWNLOAD_DIR" \
+            --dest "$DATA_DIR/moses" --workers "$workers"
+        local clean=()
+        [[ -n $CLEAN_AFTER_BPE ]] && clean=(--clean-after-bpe "$CLEAN_AFTER_BPE")
+        run fairseq-admin-prepare --pipeline bpe --raw-dir "$DATA_DIR/moses" --dest "$DATA_DIR" --src "$SRC" \
+            --tgt "$TGT" --bpe-merges "$BPE_MERGES" --splits "$SPLITS" "${clean[@]}" --workers "$workers"
+    else
+        run fairseq-admin-corpus "$TASK" --pipeline raw --downloads "$downloads/$DOWNLOAD_DIR" --dest "$DATA_DIR/raw"
+        run fairseq-admin-prepare --pipeline spm --raw-dir "$DATA_DIR/raw" --dest "$DATA_DIR" --src "$SRC" \
+            --tgt "$TGT" --vocab-size "$SPM_VOCAB" --splits "$SPLITS" --spm-sentences 10000000 --workers "$workers"
+    fi
 }
 
 stage_profile() {
@@ -266,23 +302,43 @@ stage_profile() {
         echo "# profile: nothing to do for $METHOD (only Admin profiles)"
         return
     fi
-    echo "# profile: $RUN_NAME on one device, fp32 -> $SAVE_DIR/admin_profile.json"
+    use_seed "$PROFILE_SEED"
+    echo "# profile: $RUN_BASE with seed $PROFILE_SEED on one device, fp32 -> $PROFILE_PATH (used by every seed)"
     local env_prefix=() device=(--cpu)
     if (( NGPUS > 0 )); then
         env_prefix=(env "CUDA_VISIBLE_DEVICES=$FIRST_GPU")
         device=(--distributed-world-size 1)
     fi
-    done_or_run "$SAVE_DIR/admin_profile.json" "${env_prefix[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
-        --max-tokens "$MAX_TOKENS" --init-type adaptive-profiling "${device[@]}"
+    done_or_run "$PROFILE_PATH" "${env_prefix[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
+        --max-tokens "$MAX_TOKENS" --init-type adaptive-profiling --admin-profile "$PROFILE_PATH" \
+        "${ADMIN_ARGS[@]}" "${device[@]}"
+}
+
+# The training launcher: fairseq's own spawn on one node; torchrun (every node runs this script with its
+# NODE_RANK) or srun (SLURM; this script runs once, srun starts NGPUS tasks per node) on several.
+launcher() {
+    LAUNCH=() LAUNCH_ARGS=()
+    (( NGPUS > 0 )) && LAUNCH_ARGS=(--distributed-world-size "$WORKERS")
+    case $LAUNCHER in
+        torchrun)
+            LAUNCH=(torchrun --nnodes "$NNODES" --nproc-per-node "$NGPUS" --node-rank "$NODE_RANK"
+                    --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" --no-python) ;;
+        slurm)
+            LAUNCH=(srun --nodes "$NNODES" --ntasks-per-node "$NGPUS" --kill-on-bad-exit=1)
+            LAUNCH_ARGS+=(--distributed-port "$MASTER_PORT") ;;
+    esac
 }
 
 stage_train() {
-    echo "# train: $RUN_NAME, --init-type $INIT_TYPE, $WORKERS worker(s) x $TRAIN_MAX_TOKENS tokens x update-freq" \
-         "$UPDATE_FREQ = $((WORKERS * TRAIN_MAX_TOKENS * UPDATE_FREQ)) tokens per update (paper: $EFFECTIVE_TOKENS), $PRECISION"
-    local world=()
-    (( NGPUS > 0 )) && world=(--distributed-world-size "$NGPUS")
-    marked "$SAVE_DIR/train.done" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" --init-type "$INIT_TYPE" \
-        --max-tokens "$TRAIN_MAX_TOKENS" --update-freq "$UPDATE_FREQ" "${PRECISION_ARGS[@]}" "${DEVICE_ARGS[@]}" "${world[@]}"
+    local profile=()
+    [[ $METHOD == admin ]] && profile=(--admin-profile "$PROFILE_PATH" "${ADMIN_ARGS[@]}")
+    echo "# train: $RUN_NAME, --init-type $INIT_TYPE, $WORKERS worker(s) ($NNODES node(s), $LAUNCHER) x" \
+         "$TRAIN_MAX_TOKENS tokens x update-freq $UPDATE_FREQ = $((WORKERS * TRAIN_MAX_TOKENS * UPDATE_FREQ))" \
+         "tokens per update (paper: $EFFECTIVE_TOKENS), $PRECISION"
+    launcher
+    marked "$SAVE_DIR/train.done" "${LAUNCH[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
+        --init-type "$INIT_TYPE" "${profile[@]}" --max-tokens "$TRAIN_MAX_TOKENS" --update-freq "$UPDATE_FREQ" \
+        "${PRECISION_ARGS[@]}" "${DEVICE_ARGS[@]}" "${LAUNCH_ARGS[@]}"
 }
 
 stage_eval() {
@@ -290,19 +346,49 @@ stage_eval() {
     echo "# eval: average the last $AVG_LAST $AVERAGED_WHAT checkpoints, beam $BEAM, lenpen $LENPEN -> $RESULT"
     done_or_run "$averaged" fairseq-admin-average --inputs "$SAVE_DIR" "${AVERAGE_WHAT[@]}" \
         "${AVERAGE_ARGS[@]}" --output "$averaged"
-    local score_args=() generate_device=(--cpu) extra=()
+    local score_args=() generate_device=(--cpu) extra=() remove_bpe=(--remove-bpe sentencepiece)
     # GENERATE_ARGS: extra fairseq-generate flags, split on spaces (e.g. "--max-len-b 20" for smoke tests).
     [[ -n ${GENERATE_ARGS:-} ]] && read -r -a extra <<<"$GENERATE_ARGS"
-    (( COMPOUND_SPLIT )) && score_args+=(--compound-split)
+    if [[ $PIPELINE == bpe ]]; then
+        # The paper's figure: fairseq-generate's BLEU on Moses tokens, BPE removed; plus sacreBLEU on detokenized text.
+        score_args=(--moses-lang "$TGT")
+        remove_bpe=(--remove-bpe)
+    else
+        (( COMPOUND_SPLIT )) && score_args+=(--compound-split)
+    fi
+    (( SACREBLEU_LOWERCASE )) && score_args+=(--lowercase)
     (( NGPUS > 0 )) && generate_device=("${PRECISION_ARGS[@]:0:1}")
-    done_or_run "$RESULT" fairseq-admin-evaluate --output "$RESULT" --reference "$DATA_DIR/text/test.raw.$TGT" \
+    done_or_run "$RESULT" fairseq-admin-evaluate --output "$RESULT" --reference "$REFERENCE" \
         --name "$RUN_NAME" "${score_args[@]}" -- \
         "$DATA_BIN" --user-dir "$USER_DIR" --path "$averaged" --source-lang "$SRC" --target-lang "$TGT" \
-        --gen-subset test --beam "$BEAM" --lenpen "$LENPEN" --max-tokens 8000 --remove-bpe sentencepiece \
+        --gen-subset test --beam "$BEAM" --lenpen "$LENPEN" "${GENERATE_BATCH[@]}" "${remove_bpe[@]}" \
         --seed "$SEED" "${generate_device[@]}" "${extra[@]}"
 }
 
+# Node 0 prepares, profiles and evaluates (on a file system every node shares); the others only train.
+on_node0() {
+    if (( NODE_RANK > 0 )); then
+        echo "# $1: node 0's job (this is node $NODE_RANK)"
+        return
+    fi
+    "stage_$1"
+}
+
 case $STAGE in
-    all) stage_prepare; stage_profile; stage_train; stage_eval ;;
-    *) "stage_$STAGE" ;;
+    all)
+        on_node0 prepare
+        on_node0 profile
+        for seed in "${SEED_LIST[@]}"; do
+            use_seed "$seed"
+            stage_train
+            on_node0 eval
+        done
+        ;;
+    prepare | profile) on_node0 "$STAGE" ;;
+    train | eval)
+        for seed in "${SEED_LIST[@]}"; do
+            use_seed "$seed"
+            if [[ $STAGE == train ]]; then stage_train; else on_node0 eval; fi
+        done
+        ;;
 esac

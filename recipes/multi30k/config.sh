@@ -3,10 +3,10 @@
 # Sourced by recipes/run.sh with TASK=multi30k_<src>_<tgt>; every value can be overridden from the environment.
 SRC=${TASK#multi30k_}; SRC=${SRC%_*}
 TGT=${TASK##*_}
+PIPELINE=${PIPELINE:-spm}  # joint sentencepiece on raw text (PIPELINE=bpe is refused: the paper's tasks only)
 SPM_VOCAB=${SPM_VOCAB:-8000}
-LOWERCASE=0
+SACREBLEU_LOWERCASE=0      # cased text, cased BLEU
 ARCH=transformer_admin
-DEFAULT_LAYERS=6
 # A narrow model (d 128, ffn 512, 4 heads): about 2k target tokens/s on 2 CPU cores.
 MODEL_EXTRA_ARGS=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512
                   --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4)
@@ -33,4 +33,3 @@ batch_for_depth() { EFFECTIVE_TOKENS=${EFFECTIVE_TOKENS:-2048}; MAX_TOKENS=${MAX
 # fairseq-admin-prepare reads NAME.LANG[.gz] from $MULTI30K_DIR (default ../shared/data/multi30k).
 RAW_DIR=${MULTI30K_DIR:-../shared/data/multi30k}
 SPLITS="train=train,valid=val,test=test_2016_flickr"
-PAPER_BLEU="(not in the paper)"

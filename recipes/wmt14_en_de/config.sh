@@ -1,17 +1,32 @@
-# WMT'14 English -> German: hyper-parameters of the Admin paper (Liu et al., 2020 / Transformer-Clinic).
-# Sourced by recipes/run.sh; every value can be overridden from the environment.
+# WMT'14 English -> German: the Admin paper's setup, as Transformer-Clinic's pre-process/wmt14en-de.sh,
+# nmt-experiments/wmt14_en-de.md and eval_wmt_en-de.sh do it.
+# Sourced by recipes/run.sh; every ${X:-default} can be overridden from the environment.
 SRC=en TGT=de
-SPM_VOCAB=${SPM_VOCAB:-32000}
-LOWERCASE=0
+PIPELINE=${PIPELINE:-bpe}              # bpe: Moses tokens (-a) + joint BPE, the paper's; spm: joint sentencepiece
+BPE_MERGES=${BPE_MERGES:-32764}        # learn_bpe.py -s 32764 on train.en + train.de
+SPM_VOCAB=${SPM_VOCAB:-32000}          # PIPELINE=spm only
+SACREBLEU_LOWERCASE=0
+COMPOUND_SPLIT=1                       # PIPELINE=spm only: 13a tokenized BLEU with ##AT##-##AT## compounds
+DOWNLOAD_DIR=wmt14
+FILES=(training-parallel-europarl-v7.tgz training-parallel-commoncrawl.tgz training-parallel-nc-v12.tgz
+       dev.tgz test-full.tgz)
+URLS=(http://statmt.org/wmt13/training-parallel-europarl-v7.tgz
+      http://statmt.org/wmt13/training-parallel-commoncrawl.tgz
+      http://data.statmt.org/wmt17/translation-task/training-parallel-nc-v12.tgz
+      http://data.statmt.org/wmt17/translation-task/dev.tgz
+      http://statmt.org/wmt14/test-full.tgz)
 ARCH=transformer_admin_wmt_en_de
-DEFAULT_LAYERS=6
+MODEL_EXTRA_ARGS=(--ffn-init xavier)   # fairseq 0.8's FFN initialization, which the paper's runs had
+ADMIN_ARGS=(--admin-profile-padding include)  # Admin: the original's statistics count padding positions too (profile and train)
 LR=${LR:-1e-3}
 WARMUP=${WARMUP:-8000}
 DROPOUT=${DROPOUT:-0.1}
 EXTRA_TRAIN_ARGS=(--attention-dropout 0.1 --activation-dropout 0.1 --weight-decay 0.0)
+# The original: --max-update 500000, then the average of the last 10 epoch checkpoints up to epoch 100.
 MAX_EPOCH=${MAX_EPOCH:-100}
-BEAM=4 LENPEN=0.6 COMPOUND_SPLIT=1
+MAX_UPDATE=${MAX_UPDATE:-500000}
+BEAM=4 LENPEN=0.6
+GENERATE_BATCH=(--batch-size 128)
 AVG_LAST=${AVG_LAST:-10}
 # Paper: 4 GPUs x 8192 tokens x update-freq 1, for every depth.
-batch_for_depth() { EFFECTIVE_TOKENS=32768; MAX_TOKENS=${MAX_TOKENS:-8192}; }
-PAPER_BLEU="6L-6L: Post-LN 27.80, Pre-LN 27.27, Admin 27.90; 12L-12L: Pre-LN 28.26, Admin 28.58; 18L-18L: Pre-LN 28.38, Admin 29.03 (Post-LN diverges at 12L and 18L)"
+batch_for_depth() { EFFECTIVE_TOKENS=${EFFECTIVE_TOKENS:-32768}; MAX_TOKENS=${MAX_TOKENS:-8192}; }
