@@ -23,10 +23,14 @@ PAPER_TASKS = {  # task: depths, effective batch per depth
 MULTI30K_TASKS = ["multi30k", "multi30k_de_en", "multi30k_en_de", "multi30k_en_fr"]
 METHODS = ["admin", "postln", "preln"]
 OUR_TOOLS = {"fairseq-admin-prepare", "fairseq-admin-corpus", "fairseq-admin-average", "fairseq-admin-evaluate"}
+LAUNCHERS = {"torchrun", "srun"}
 
 
-def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
-    """The commands ``run.sh --dry-run`` prints, split as the shell would; comments dropped."""
+def dry_run(*args: str, env: dict | None = None, launchers: dict | None = None) -> list[list[str]]:
+    """The commands ``run.sh --dry-run`` prints, split as the shell would; comments dropped.
+
+    A launcher prefix (``torchrun ... --no-python``, ``srun ...``) is cut off and, if ``launchers`` is
+    given, recorded there under its name."""
     result = subprocess.run(["bash", str(RUN), "--dry-run", *args], capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, cwd=REPO)
     assert result.returncode == 0, result.stderr
@@ -34,6 +38,11 @@ def dry_run(*args: str, env: dict | None = None) -> list[list[str]]:
     for command in commands:
         if command[0] == "env":  # env VAR=VALUE ... tool
             command[:] = [word for word in command[1:] if "=" not in word or word.startswith("-")]
+        if command[0] in LAUNCHERS:
+            start = command.index("fairseq-train")
+            if launchers is not None:
+                launchers.setdefault(command[0], []).append(command[:start])
+            command[:] = command[start:]
     return commands
 
 
@@ -84,13 +93,91 @@ def test_paper_recipe_dry_run_parses(task: str, layers: str, ngpus: str, method:
     effective = PAPER_TASKS[task][layers]
     batch = train.distributed_world_size * train.max_tokens * train.update_freq[0]
     assert batch == effective if effective % int(ngpus) == 0 else effective - batch < train.update_freq[0] * int(ngpus)
+    assert all(t.ffn_init == "xavier" for t in trains)  # fairseq 0.8's FFN init, all three methods
     if method == "admin":
         profile = trains[0]
         assert profile.init_type == "adaptive-profiling" and profile.distributed_world_size == 1 and not profile.fp16
+        assert profile.admin_profile == train.admin_profile
+        assert profile.admin_profile.endswith("-s1111/admin_profile.json")
+        assert profile.admin_profile_padding == train.admin_profile_padding == "include"
+    assert train.save_dir.endswith(f"-{method}-{train.encoder_layers}L-{train.decoder_layers}L-s1111")
     evaluate = parsed["fairseq-generate"][0]
     assert evaluate.path.endswith(".pt") and evaluate.gen_subset == "test"
     assert (evaluate.beam, evaluate.lenpen) == {"iwslt14_de_en": (5, 1.0), "wmt14_en_de": (4, 0.6),
                                                 "wmt14_en_fr": (5, 0.8)}[task]
+    assert evaluate.post_process == "subword_nmt" and evaluate.batch_size == 128  # eval_*.sh: --remove-bpe
+    [corpus] = [c for c in commands if c[0] == "fairseq-admin-corpus"]
+    assert corpus[corpus.index("--pipeline") + 1] == "moses"
+    [prepare] = [c for c in commands if c[0] == "fairseq-admin-prepare"]
+    merges = {"iwslt14_de_en": "10000", "wmt14_en_de": "32764", "wmt14_en_fr": "40000"}[task]
+    assert prepare[prepare.index("--bpe-merges") + 1] == merges
+    assert ("--clean-after-bpe" in prepare) == (task == "wmt14_en_fr")
+    [evaluate_cli] = [c for c in commands if c[0] == "fairseq-admin-evaluate"]
+    assert evaluate_cli[evaluate_cli.index("--moses-lang") + 1] == task[-2:]
+    assert ("--lowercase" in evaluate_cli) == (task == "iwslt14_de_en")
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "slurm"])
+@pytest.mark.parametrize("task,layers", [("wmt14_en_de", "6"), ("wmt14_en_fr", "60L-12L"), ("iwslt14_de_en", "6")])
+def test_two_nodes_dry_run_keeps_the_paper_batch(task: str, layers: str, launcher: str) -> None:
+    """NNODES=2 x 8 GPUs: training through torchrun / srun, the paper's batch over all 16 workers; node 0 does the
+    rest, node 1 only trains."""
+    env = {"NGPUS": "8", "NNODES": "2", "NODE_RANK": "0", "MASTER_ADDR": "node0", "MASTER_PORT": "29555",
+           "LAUNCHER": launcher}
+    launchers: dict = {}
+    parsed = check_commands(dry_run(task, "admin", layers, env=env, launchers=launchers))
+    profile, train = parsed["fairseq-train"]
+    assert profile.distributed_world_size == 1 and profile.init_type == "adaptive-profiling"
+    effective = PAPER_TASKS[task][layers]
+    assert train.distributed_world_size == 16
+    batch = 16 * train.max_tokens * train.update_freq[0]
+    assert batch == effective if effective % 16 == 0 else effective - batch < train.update_freq[0] * 16
+    [prefix] = launchers["torchrun" if launcher == "torchrun" else "srun"]
+    options = dict(zip(prefix[1::2], prefix[2::2], strict=False))
+    if launcher == "torchrun":
+        assert {k: options[k] for k in ("--nnodes", "--nproc-per-node", "--node-rank", "--master-addr",
+                                       "--master-port")} == {"--nnodes": "2", "--nproc-per-node": "8",
+                                                             "--node-rank": "0", "--master-addr": "node0",
+                                                             "--master-port": "29555"}
+        assert prefix[-1] == "--no-python"
+    else:
+        assert options["--nodes"] == "2" and options["--ntasks-per-node"] == "8"
+        assert train.distributed_port == 29555  # fairseq's SLURM init: tcp://<first node>:port, rank = SLURM_PROCID
+    assert "fairseq-generate" in parsed  # node 0 evaluates
+    # Node 1 runs only the training command, identical to node 0's but for --node-rank.
+    other: dict = {}
+    node1 = dry_run(task, "admin", layers, env={**env, "NODE_RANK": "1"}, launchers=other)
+    assert [c[0] for c in node1] == ["fairseq-train"]
+    assert node1[0] == dry_run(task, "admin", layers, "train", env=env)[0]
+    if launcher == "torchrun":
+        assert other["torchrun"][0][other["torchrun"][0].index("--node-rank") + 1] == "1"
+
+
+def test_seeds_share_one_profile_and_never_share_a_run() -> None:
+    """SEEDS runs every seed in turn from one profile (the first seed's); SEED=2222 is its own run."""
+    parsed = check_commands(dry_run("iwslt14_de_en", "admin", "6", env={"NGPUS": "1", "SEEDS": "1111 2222 3333"}))
+    profile, *trains = parsed["fairseq-train"]
+    assert profile.seed == 1111 and [t.seed for t in trains] == [1111, 2222, 3333]
+    assert len({t.save_dir for t in trains}) == 3 and all(t.save_dir.endswith(f"-s{t.seed}") for t in trains)
+    assert {t.admin_profile for t in trains} == {profile.admin_profile}
+    assert [g.path.split("/")[-2] for g in parsed["fairseq-generate"]] == [
+        f"iwslt14_de_en-admin-6L-6L-s{seed}" for seed in (1111, 2222, 3333)]
+    alone = check_commands(dry_run("iwslt14_de_en", "admin", "6", env={"NGPUS": "1", "SEED": "2222"}))
+    train = alone["fairseq-train"][-1]
+    assert train.seed == 2222 and train.save_dir.endswith("-s2222") and train.admin_profile == profile.admin_profile
+    postln = check_commands(dry_run("iwslt14_de_en", "postln", "6", env={"NGPUS": "1", "SEEDS": "1 2"}))
+    assert [t.save_dir.split("-")[-1] for t in postln["fairseq-train"]] == ["s1", "s2"]
+
+
+@pytest.mark.parametrize("task", list(PAPER_TASKS))
+def test_paper_tasks_keep_sentencepiece_as_an_option(task: str) -> None:
+    commands = dry_run(task, "admin", "6", "prepare", env={"NGPUS": "1", "PIPELINE": "spm"})
+    [corpus] = [c for c in commands if c[0] == "fairseq-admin-corpus"]
+    [prepare] = [c for c in commands if c[0] == "fairseq-admin-prepare"]
+    assert corpus[corpus.index("--pipeline") + 1] == "raw" and prepare[prepare.index("--pipeline") + 1] == "spm"
+    generate = check_commands(dry_run(task, "admin", "6", "eval", env={"NGPUS": "1", "PIPELINE": "spm"}))[
+        "fairseq-generate"][0]
+    assert generate.post_process == "sentencepiece"
 
 
 def test_paper_hyper_parameters() -> None:
@@ -115,16 +202,23 @@ def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
     assert generate.cpu and generate.post_process == "sentencepiece"
 
 
-@pytest.mark.parametrize("args,message", [
-    (["nosuchtask", "admin", "6"], "unknown task"),
-    (["multi30k", "rezero", "6"], "unknown method"),
-    (["multi30k", "admin", "six"], "LAYERS must look like"),
-    (["multi30k", "admin", "0"], "at least 1"),
-    (["multi30k", "admin", "6", "deploy"], "unknown stage"),
-    (["multi30k", "admin"], "expected TASK METHOD LAYERS"),
+@pytest.mark.parametrize("args,env,message", [
+    (["nosuchtask", "admin", "6"], {}, "unknown task"),
+    (["multi30k", "rezero", "6"], {}, "unknown method"),
+    (["multi30k", "admin", "six"], {}, "LAYERS must look like"),
+    (["multi30k", "admin", "0"], {}, "at least 1"),
+    (["multi30k", "admin", "6", "deploy"], {}, "unknown stage"),
+    (["multi30k", "admin"], {}, "expected TASK METHOD LAYERS"),
+    (["multi30k", "admin", "6"], {"PIPELINE": "bpe"}, "PIPELINE=bpe is for the paper's tasks"),
+    (["iwslt14_de_en", "admin", "6"], {"PIPELINE": "moses"}, "PIPELINE must be bpe or spm"),
+    (["iwslt14_de_en", "admin", "6"], {"SEEDS": "1111 two"}, "seeds must be integers"),
+    (["iwslt14_de_en", "admin", "6"], {"NGPUS": "8", "NNODES": "2", "NODE_RANK": "2"}, "NODE_RANK must be 0..1"),
+    (["iwslt14_de_en", "admin", "6"], {"NGPUS": "8", "NNODES": "2", "LAUNCHER": "spawn"}, "runs on one node"),
+    (["iwslt14_de_en", "admin", "6"], {"NGPUS": "0", "NNODES": "2"}, "needs GPUs"),
 ])
-def test_bad_arguments_give_one_error_line(args: list[str], message: str) -> None:
-    result = subprocess.run(["bash", str(RUN), "--dry-run", *args], capture_output=True, text=True, cwd=REPO)
+def test_bad_arguments_give_one_error_line(args: list[str], env: dict, message: str) -> None:
+    result = subprocess.run(["bash", str(RUN), "--dry-run", *args], capture_output=True, text=True, cwd=REPO,
+                            env={**os.environ, **env})
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1 and message in result.stderr and result.stdout == ""
 
@@ -152,7 +246,8 @@ def test_tokenized_bleu_splits_compounds_as_fairseq() -> None:
 
 
 def test_corpus_cleaning_iwslt14_layout(tmp_path: Path) -> None:
-    """fairseq-admin-corpus on files laid out as in IWSLT'14's de-en.tgz: markup out, valid split, test sets."""
+    """fairseq-admin-corpus --pipeline raw (for sentencepiece) on files laid out as in IWSLT'14's de-en.tgz:
+    markup out, valid split, test sets. (The Moses pipeline: tests/test_paper_pipelines.py.)"""
     base = tmp_path / "downloads" / "de-en"
     base.mkdir(parents=True)
     de = ["<url>http://x</url>", "<talkid>1</talkid>", "<title>Ein Titel</title>"]
@@ -167,7 +262,7 @@ def test_corpus_cleaning_iwslt14_layout(tmp_path: Path) -> None:
                 f'<doc docid="1">\n<seg id="1"> {text} {name} </seg>\n<seg id="2">{text}’s</seg>\n</doc>\n')
     dest = tmp_path / "raw"
     run = [str(BIN / "fairseq-admin-corpus"), "iwslt14_de_en", "--downloads", str(tmp_path / "downloads"),
-           "--dest", str(dest)]
+           "--dest", str(dest), "--pipeline", "raw"]
     subprocess.run(run, check=True, capture_output=True)
     train_en = (dest / "train.en").read_text().splitlines()
     valid_en = (dest / "valid.en").read_text().splitlines()
@@ -196,13 +291,13 @@ def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
     result = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
-    record = json.loads((tmp_path / "results" / "multi30k_de_en-admin-2L-2L.json").read_text())
+    record = json.loads((tmp_path / "results" / "multi30k_de_en-admin-2L-2L-s1111.json").read_text())
     assert record["sentences"] == 1000
     assert record["sacrebleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert 0 <= record["sacrebleu"]["score"] <= 100 and 0 <= record["tokenized_bleu"]["score"] <= 100
     hypotheses = Path(record["hypotheses"]).read_text().splitlines()
     assert len(hypotheses) == 1000
-    save_dir = tmp_path / "work" / "checkpoints" / "multi30k_de_en-admin-2L-2L"
+    save_dir = tmp_path / "work" / "checkpoints" / "multi30k_de_en-admin-2L-2L-s1111"
     assert (save_dir / "admin_profile.json").exists() and (save_dir / "checkpoint.avg2.pt").exists()
     # A second run finds every step done and runs nothing.
     again = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
