@@ -36,6 +36,7 @@ setup(
             "fairseq-admin-corpus=fairseq_admin.corpora:main",
             "fairseq-admin-average=fairseq_admin.average:main",
             "fairseq-admin-evaluate=fairseq_admin.evaluate:main",
+            "fairseq-admin-summary=fairseq_admin.summary:main",
         ],
     },
 )
