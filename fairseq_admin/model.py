@@ -153,6 +153,9 @@ class TransformerAdminModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        if getattr(args, "arch", None) is None and getattr(args, "_name", None) is None:
+            # fairseq's dataclass path (TransformerAdminConfig.from_namespace) drops the name; it is this arch
+            args._name = "transformer_admin"
         transformer_admin(args)
         init_type = init_types.lookup(args.init_type)
         if init_type.post_ln_only and (args.encoder_normalize_before or args.decoder_normalize_before):
