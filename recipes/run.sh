@@ -72,7 +72,7 @@ else
 fi
 (( ENC_LAYERS > 0 && DEC_LAYERS > 0 )) || die "LAYERS must be at least 1, got '$LAYERS'"
 
-MODEL_EXTRA_ARGS=() AVERAGE_ARGS=() ADMIN_ARGS=() SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-}
+MODEL_EXTRA_ARGS=() AVERAGE_ARGS=() ADMIN_ARGS=() PROFILE_ARGS=() SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-}
 RAW_DIR="" SPLITS="train=train,valid=valid,test=test" STOP_TIME_HOURS=${STOP_TIME_HOURS:-}
 GENERATE_BATCH=(--max-tokens 8000) CLEAN_AFTER_BPE=""
 # shellcheck source=/dev/null
@@ -311,7 +311,7 @@ stage_profile() {
     fi
     done_or_run "$PROFILE_PATH" "${env_prefix[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
         --max-tokens "$MAX_TOKENS" --init-type adaptive-profiling --admin-profile "$PROFILE_PATH" \
-        "${ADMIN_ARGS[@]}" "${device[@]}"
+        "${ADMIN_ARGS[@]}" "${PROFILE_ARGS[@]}" "${device[@]}"
 }
 
 # The training launcher: fairseq's own spawn on one node; torchrun (every node runs this script with its

@@ -100,6 +100,7 @@ def test_paper_recipe_dry_run_parses(task: str, layers: str, ngpus: str, method:
         assert profile.admin_profile == train.admin_profile
         assert profile.admin_profile.endswith("-s1111/admin_profile.json")
         assert profile.admin_profile_padding == train.admin_profile_padding == "include"
+        assert profile.admin_profile_tokens == 1  # one batch, as the original's first forward pass
     assert train.save_dir.endswith(f"-{method}-{train.encoder_layers}L-{train.decoder_layers}L-s1111")
     evaluate = parsed["fairseq-generate"][0]
     assert evaluate.path.endswith(".pt") and evaluate.gen_subset == "test"

@@ -14,6 +14,7 @@ URLS=(http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz)
 ARCH=transformer_admin_iwslt_de_en
 MODEL_EXTRA_ARGS=(--ffn-init xavier)   # fairseq 0.8's FFN initialization, which the paper's runs had
 ADMIN_ARGS=(--admin-profile-padding include)  # Admin: the original's statistics count padding positions too (profile and train)
+PROFILE_ARGS=(--admin-profile-tokens 1)       # the original profiled the first training batch only
 LR=${LR:-7e-4}
 WARMUP=${WARMUP:-6000}
 DROPOUT=${DROPOUT:-0.3}

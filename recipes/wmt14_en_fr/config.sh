@@ -20,6 +20,7 @@ URLS=(http://statmt.org/wmt13/training-parallel-europarl-v7.tgz
 ARCH=transformer_admin_wmt_en_de
 MODEL_EXTRA_ARGS=(--ffn-init xavier)   # fairseq 0.8's FFN initialization, which the paper's runs had
 ADMIN_ARGS=(--admin-profile-padding include)  # Admin: the original's statistics count padding positions too (profile and train)
+PROFILE_ARGS=(--admin-profile-tokens 1)       # the original profiled the first training batch only
 LR=${LR:-7e-4}
 WARMUP=${WARMUP:-8000}
 DROPOUT=${DROPOUT:-0.1}
