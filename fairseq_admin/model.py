@@ -47,9 +47,6 @@ logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
 FFN_INITS = ("default", "xavier")
-LEGACY_DEFAULTS = {"decoder_embed_dim": II("model.encoder_embed_dim"),
-                   "decoder_ffn_embed_dim": II("model.encoder_ffn_embed_dim")}
-"""fairseq's base_architecture sizes the decoder like the encoder unless told otherwise; so does our config."""
 
 
 def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
@@ -57,7 +54,9 @@ def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
 
     fairseq's own argparse flags for the transformer are this flattening (``gen_parser_from_dataclass(...,
     with_prefix="")``), and its legacy model code reads these flat names; a flat dataclass lets both
-    ``fairseq-train`` and ``fairseq-hydra-train`` hand our model one config of the same shape.
+    ``fairseq-train`` and ``fairseq-hydra-train`` hand our model one config of the same shape. (In
+    fairseq-train the arch functions still fill the defaults, e.g. decoder dims = encoder dims; in hydra,
+    which runs no arch function, give every dimension.)
     """
     flat = []
     for outer in fields(TransformerConfig):
@@ -68,7 +67,7 @@ def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
                 if inner.name.startswith("_"):
                     continue
                 name = f"{outer.name}_{inner.name}"
-                default = LEGACY_DEFAULTS.get(name, inner.default)
+                default = inner.default
                 if isinstance(default, str) and default.startswith("${model."):  # ${model.decoder.embed_dim}
                     default = "${model." + default[len("${model."):].replace(".", "_")
                 flat.append((name, inner.type, _copy_field(inner, default)))

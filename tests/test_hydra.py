@@ -1,0 +1,77 @@
+"""fairseq-hydra-train configures transformer_admin: the recipes' YAML configs compose, and profile → train →
+fairseq-generate runs end to end (real fairseq-hydra-train / fairseq-generate processes, tiny size)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, fairseq, train_log
+
+HYDRA_DIR = REPO / "recipes" / "hydra"
+TASKS = sorted(p.stem for p in HYDRA_DIR.glob("*.yaml"))
+METHODS = sorted(p.stem for p in (HYDRA_DIR / "method").glob("*.yaml"))
+
+
+def test_there_is_a_config_for_every_recipe_task_and_method() -> None:
+    assert TASKS == ["iwslt14_de_en", "multi30k_de_en", "wmt14_en_de", "wmt14_en_fr"]
+    assert METHODS == ["admin", "postln", "preln"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("task", TASKS)
+def test_recipe_configs_compose_into_our_model_config(task: str, method: str) -> None:
+    """What fairseq-hydra-train does before training: compose, add the registered dataclasses' defaults, resolve."""
+    from fairseq.dataclass.initialize import add_defaults, hydra_init
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import fairseq_admin  # noqa: F401  registers transformer_admin and its dataclass
+
+    GlobalHydra.instance().clear()
+    hydra_init()
+    with initialize_config_dir(config_dir=str(HYDRA_DIR), version_base=None):
+        cfg = compose(config_name=task, overrides=[f"method={method}", "task.data=/data",
+                                                   f"common.user_dir={REPO / 'fairseq_admin'}"])
+    GlobalHydra.instance().clear()
+    add_defaults(cfg)  # merges TransformerAdminConfig: an unknown model key would fail here
+    model = OmegaConf.to_container(cfg, resolve=True)["model"]
+    assert model["init_type"] == ("adaptive" if method == "admin" else "default")
+    assert model["encoder_normalize_before"] == model["decoder_normalize_before"] == (method == "preln")
+    assert model["seed"] == 1111 and model["save_dir"] == cfg.checkpoint.save_dir  # interpolated for profiling
+    paper = task != "multi30k_de_en"
+    assert (model["ffn_init"], model["admin_profile_padding"]) == (
+        ("xavier", "include") if paper else ("default", "exclude"))
+    assert cfg.optimizer._name == "radam" and model["decoder_embed_dim"] == model["encoder_embed_dim"]
+
+
+def test_hydra_profile_train_generate(data_bin: Path, data_dir: Path, tmp_path: Path) -> None:
+    save_dir = tmp_path / "ck"
+    tiny = [f"task.data={data_bin}", f"common.user_dir={REPO / 'fairseq_admin'}", f"checkpoint.save_dir={save_dir}",
+            "model.encoder_layers=2", "model.decoder_layers=2", "model.encoder_embed_dim=64",
+            "model.decoder_embed_dim=64", "model.encoder_ffn_embed_dim=128", "model.decoder_ffn_embed_dim=128",
+            "model.encoder_attention_heads=2", "model.decoder_attention_heads=2", "dataset.max_tokens=1024",
+            "dataset.num_workers=0", "dataset.max_valid_steps=1", "common.log_interval=1", "common.seed=1",
+            "model.admin_profile_tokens=2048", "lr_scheduler.warmup_updates=5"]
+    hydra = ["fairseq-hydra-train", "--config-dir", HYDRA_DIR, "--config-name", "multi30k_de_en"]
+    profiled = fairseq(*hydra, "method=admin", "model.init_type=adaptive-profiling", *tiny, cwd=tmp_path)
+    profile = json.loads((save_dir / "admin_profile.json").read_text())
+    assert profile["data"]["seed"] == 1 and profile["data"]["tokens"] >= 2048  # hydra's common.seed reached it
+    assert "admin: wrote" in profiled.stdout + profiled.stderr and not list(save_dir.glob("*.pt"))
+
+    trained = fairseq(*hydra, "method=admin", "optimization.max_update=4", *tiny, cwd=tmp_path)
+    log = trained.stdout + trained.stderr
+    assert f"ω from {save_dir / 'admin_profile.json'}" in log and "num_updates=4" in log
+    state = torch.load(save_dir / "checkpoint_last.pt")
+    omegas = [v for k, v in state["model"].items() if k.endswith(".omega")]
+    assert len(omegas) == 2 * 2 + 2 * 3 and all(torch.isfinite(v).all() for v in omegas)
+    assert len(train_log(log)) == 4
+
+    generated = fairseq("fairseq-generate", data_bin, "--user-dir", "fairseq_admin", "--path",
+                        save_dir / "checkpoint_last.pt", "--gen-subset", "valid", "--batch-size", "200",
+                        "--required-batch-size-multiple", "1", "--beam", "2", "--max-len-a", "0", "--max-len-b", "5",
+                        "--cpu")
+    assert sum(line.startswith("H-") for line in generated.stdout.splitlines()) > 0
