@@ -8,7 +8,8 @@ The Admin paper's recipes train with RAdam (Liu et al., 2020); fairseq 0.12 has 
 - while the variance rectification is undefined (``N_t < 5``: the first 5 steps with β2 = 0.98) the paper's code makes
   no update at all (its SGD-style fallback is commented out); torch takes an SGD-with-momentum step there.
 
-Measured: even with ``decoupled_weight_decay=True`` the two drift 6e-4 apart (relative) over 40 steps.
+Measured (40 steps of random gradients on 1000 weights, lr 1e-3, β (0.9, 0.98), wd 0.05): even with
+``decoupled_weight_decay=True``, torch's weights end 85 % of our total movement away from ours.
 Like the original, the math runs in fp32 on fp32 moments whatever the parameter dtype, so fairseq's
 ``--memory-efficient-fp16``/``--memory-efficient-bf16`` keep half-precision parameters and fp32 state.
 The flags mirror fairseq's Adam (``--adam-betas``, ``--adam-eps``, ``--weight-decay``) so the paper's command lines
@@ -103,7 +104,9 @@ class RAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32,
                                                            memory_format=torch.preserve_format)
-                state["step"] += 1
+                else:  # as the original: torch's load_state_dict casts the moments to the parameter dtype
+                    state["exp_avg"], state["exp_avg_sq"] = state["exp_avg"].float(), state["exp_avg_sq"].float()
+                state["step"] = int(state["step"]) + 1  # int(): torch.optim.RAdam checkpoints hold a tensor
                 params_by_step[state["step"]].append(p)
 
             for step, params in params_by_step.items():
