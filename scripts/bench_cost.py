@@ -4,7 +4,9 @@
    ``transformer_iwslt_de_en`` architecture with the same dims), same data and flags, real
    ``fairseq-train`` subprocesses, interleaved (stock, admin, admin, stock, ...) so that load from other
    users of the machine hits both alike. Throughput is fairseq's own ``wps`` of each ``train_inner``
-   interval after the first (warm-up excluded); the ratio admin/stock is taken per repetition.
+   interval after the first (warm-up excluded); the ratio admin/stock is taken per repetition. Also per
+   repetition: the whole process's wall time and CPU seconds (startup, model build, data loading and the
+   ω set-up included; the same command bar the model flags), for a "before and after" of a change.
 2. Profiling cost at ``transformer_wmt_en_de`` dims (d512, ffn 2048, 8 heads), 6L-6L, 18L-18L, 100L-100L:
    * the real ``--init-type adaptive-profiling`` subprocess: wall time, the profiling time fairseq logs,
      and the process's peak RSS (``os.wait4`` rusage ``ru_maxrss``); for the smaller sizes also a
@@ -244,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
         # Whole runs (startup included): a contention-robust cross-check of the wps ratio, not a rate.
         summary["throughput"]["cpu_seconds_ratio_admin_over_stock"] = {
             "min": min(cpu), "median": statistics.median(cpu), "max": max(cpu), "all": cpu}
+        wall = [a["seconds"] / s["seconds"] for a, s in zip([r for r in rows if r["model"] == "admin"],
+                                                            [r for r in rows if r["model"] == "stock"], strict=True)]
+        summary["throughput"]["wall_seconds_ratio_admin_over_stock"] = {
+            "min": min(wall), "median": statistics.median(wall), "max": max(wall), "all": wall}
+        summary["throughput"]["commands"] = {
+            name: (args.out / "throughput" / f"{name}_0.log").read_text().splitlines()[0].removeprefix("# ")
+            for name in ("stock", "admin")}
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, color in (("stock", "tab:red"), ("admin", "tab:green")):
@@ -256,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                      f"{statistics.median(ratios):.3f}")
         ax.legend()
         save_figure(fig, args.out / "throughput.png")
-        print(markdown_table(["size", "stock wps (median)", "admin wps (median)", "ratio min", "ratio median",
-                              "ratio max"],
+        print(markdown_table(["size", "stock wps (median)", "admin wps (median)", "wps ratio min", "wps ratio median",
+                              "wps ratio max", "wall ratio median", "CPU s ratio median"],
                              [[summary["throughput"]["size"],
                                statistics.median(r["wps"] for r in rows if r["model"] == "stock"),
                                statistics.median(r["wps"] for r in rows if r["model"] == "admin"),
-                               min(ratios), statistics.median(ratios), max(ratios)]]), flush=True)
+                               min(ratios), statistics.median(ratios), max(ratios), statistics.median(wall),
+                               statistics.median(cpu)]]), flush=True)
     if not args.skip_profiling:
         layers = [int(x) for x in args.profile_layers.split(",")]
         rows = profiling_cost(data, args.out, layers, args.profile_max_tokens, args.train_up_to, arch_flags)
