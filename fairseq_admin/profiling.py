@@ -36,6 +36,7 @@ from fairseq_admin.profile_file import (
     BranchRecord,
     DataFacts,
     ModelFacts,
+    ProfileError,
     SettingFacts,
     check_profile_matches,
     default_profile_path,
@@ -265,7 +266,8 @@ def omegas_from_rank0(model: nn.Module, args: Any, task: Any) -> dict:
 
     Returns ``{"source": ..., "encoder": [...], "decoder": [...]}``; ω lists are absent when a
     checkpoint will provide them. Profiling now is one-step Admin: ``--init-type adaptive``
-    with no profile and no checkpoint.
+    with no profile at the default path and no checkpoint. A profile named by ``--admin-profile``
+    must exist.
     """
 
     def decide() -> dict:
@@ -275,6 +277,11 @@ def omegas_from_rank0(model: nn.Module, args: Any, task: Any) -> dict:
         if os.path.exists(profile_path(args)):
             profile = read_profile(args)
             source = profile_path(args)
+        elif args.admin_profile:  # named, but not there: a typo must not silently become a new profile
+            raise ProfileError(
+                f"no Admin profile at {args.admin_profile} (--admin-profile). Give the path of an existing profile, "
+                "or leave --admin-profile out to profile now into <save-dir>/admin_profile.json"
+            )
         else:
             profile = write_new_profile(model, args, task)
             source = f"{profile_path(args)} (profiled now)"

@@ -33,7 +33,8 @@ def _inf(path: Path) -> None:
 
 CASES = {
     # name: (how to damage the profile in save_dir (None: no profile), extra flags, words the error must contain)
-    "missing profile": (None, ["--init-type", "adaptive"], ["no Admin profile", "adaptive-profiling"]),
+    "missing named profile": (None, ["--init-type", "adaptive", "--admin-profile", "no/such/profile.json"],
+                              ["no Admin profile at no/such/profile.json", "leave --admin-profile out"]),
     "profile of another model": ("keep", ["--init-type", "adaptive", "--encoder-layers", "4"],
                                  ["different model", "encoder_layers: profile 3, model 4"]),
     "truncated profile": (_truncate, ["--init-type", "adaptive"], ["not valid JSON", "truncated"]),
