@@ -98,7 +98,9 @@ class _ShortcutRouting(nn.Module):
                 "--init-type rezero now learns one α per layer, as ReZero's authors and the original do, so the "
                 "weights cannot be converted: retrain it with this version"
             )
-        super().upgrade_state_dict_named(state_dict, name)
+        parent = getattr(super(), "upgrade_state_dict_named", None)  # fairseq's decoder layer has none
+        if parent is not None:
+            parent(state_dict, name)
 
 
 class AdminEncoderLayer(_ShortcutRouting, TransformerEncoderLayerBase):
