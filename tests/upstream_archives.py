@@ -92,7 +92,7 @@ def iwslt14(multi30k: Path, downloads: Path, train_pairs: int = 400, test_per_se
             tags[lang] += side[start:start + talk]
     archive = downloads / "iwslt14" / "de-en.tgz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    val_de, val_en = _lines(multi30k / "val.de.gz", 100), _lines(multi30k / "val.en.gz", 100)
+    val_de, val_en = (_lines(multi30k / f"val.{lang}.gz", 5 * test_per_set) for lang in ("de", "en"))
     val_en[0] = val_en[0].replace("'", "\u2019") + " It\u2019s"  # the original turns ’ into ' in test sets
     with tarfile.open(archive, "w:gz") as tar:
         for lang in ("de", "en"):
