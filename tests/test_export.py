@@ -7,7 +7,6 @@ values) and real fairseq-generate subprocesses; the exported one is loaded by st
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,11 +129,10 @@ def test_export_refuses_what_it_cannot_fold(trained_admin: Path, tmp_path: Path)
         state["model"]["decoder.layers.0.something_new"] = torch.zeros(3)
 
     def pre_ln(state):
-        model_args: argparse.Namespace = state["cfg"]["model"]
-        model_args.decoder_normalize_before = True
+        state["cfg"]["model"]["decoder_normalize_before"] = True  # a plain dict: the dataclass config, saved
 
     def layerdrop(state):
-        state["cfg"]["model"].encoder_layerdrop = 0.1
+        state["cfg"]["model"]["encoder_layerdrop"] = 0.1
 
     for change, message in ((omega_1, "ω_1"), (extra_key, "something_new"), (pre_ln, "Pre-LN"),
                             (layerdrop, "layerdrop")):

@@ -32,7 +32,7 @@ def test_recipe_configs_compose_into_our_model_config(task: str, method: str) ->
     import fairseq_admin  # noqa: F401  registers transformer_admin and its dataclass
 
     GlobalHydra.instance().clear()
-    hydra_init()
+    hydra_init(task)  # as fairseq-hydra-train: fairseq's schema stored under the config's name
     with initialize_config_dir(config_dir=str(HYDRA_DIR), version_base=None):
         cfg = compose(config_name=task, overrides=[f"method={method}", "task.data=/data",
                                                    f"common.user_dir={REPO / 'fairseq_admin'}"])
