@@ -16,6 +16,7 @@ still runs. Progress goes to stderr.
   at the same dims, runs interleaved; also the whole-process wall-time ratio.
 
     python scripts/gpu_check.py DATA_BIN [--cpu] [--out-dir DIR] [--parts a,b] [--budget-s 330]
+    python scripts/gpu_check.py DATA_BIN --parts throughput --reps 6 --throughput-updates 300   # ratio only
 """
 
 from __future__ import annotations
@@ -397,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--budget-s", type=float, default=330.0,
                         help="stop starting runs after this many seconds (default 330: the whole check in < 6 min)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="throughput: interleaved stock/admin pairs (default 3 on GPU, 1 with --cpu)")
+    parser.add_argument("--throughput-updates", type=int, default=None,
+                        help="throughput: updates per run (default 100 on GPU, 6 with --cpu)")
     parser.add_argument("--work-dir", type=Path, default=None, help="where runs write (default: a temporary dir)")
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="also write gpu_check.json and gpu_check_logs.tar.gz (every run's log) here")
@@ -415,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     ffn_xavier = ["--ffn-init", "xavier"] if has_ffn_init() else []
     make = cpu_config if args.cpu else gpu_config
     cfg = make(args.data.resolve(), work, started + args.budget_s, ffn_xavier)
+    if args.reps is not None:
+        cfg.reps = max(1, args.reps)
+    if args.throughput_updates is not None:
+        cfg.throughput_updates = max(2, args.throughput_updates)
     report: dict[str, Any] = {"check": "fairseq-admin gpu_check", "mode": "cpu smoke" if args.cpu else "gpu",
                               "data": str(args.data), "environment": environment(), "parts": {}}
     progress(f"environment: {json.dumps(report['environment'])}")
