@@ -7,11 +7,12 @@ user errors without a traceback.
 
 import os
 
-from fairseq_admin.compat import allow_bf16_without_tpu, allow_fairseq_checkpoints
+from fairseq_admin.compat import allow_bf16_without_tpu, allow_fairseq_checkpoints, load_broadcast_checkpoints
 from fairseq_admin.errors import install_excepthook
 
 allow_fairseq_checkpoints()
 allow_bf16_without_tpu()
+load_broadcast_checkpoints()
 install_excepthook()
 
 from fairseq_admin import model, radam  # noqa: E402,F401  (registers with fairseq)

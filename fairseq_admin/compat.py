@@ -8,6 +8,8 @@
   torch_xla. We undo that where no TPU runtime is installed, for every architecture (stock
   baselines included), at the one place every ``fairseq-train``/``fairseq-hydra-train`` run passes
   through after its config is final: ``fairseq.distributed.utils.call_main``.
+* Resuming a data-parallel run: rank 0 sends the checkpoint to the other ranks, which read it with
+  torch's new safe loader and fail on fairseq's omegaconf config (:func:`load_broadcast_checkpoints`).
 """
 
 from __future__ import annotations
@@ -49,3 +51,36 @@ def allow_bf16_without_tpu() -> None:
 
     patched._fairseq_admin = True  # type: ignore[attr-defined]
     distributed_utils.call_main = patched
+
+
+def load_broadcast_checkpoints() -> None:
+    """Let data-parallel training resume under torch >= 2.6.
+
+    When a run with several ranks resumes, fairseq's Trainer.load_checkpoint loads the checkpoint on
+    rank 0 and sends it to the other ranks with ``distributed_utils.broadcast_object``, whose
+    ``_broadcast_object_slow`` receives a ``torch.save`` buffer and reads it with a bare
+    ``torch.load``. Under torch >= 2.6 that is ``weights_only=True``, which refuses the omegaconf
+    config inside every fairseq checkpoint: rank 1 crashes, rank 0 dies on a closed connection. The
+    bytes are rank 0's own ``torch.save`` of a checkpoint it has already loaded, so they are read
+    as fairseq read them before torch 2.6.
+    """
+    import io
+
+    from fairseq.distributed import utils as distributed_utils
+
+    original = distributed_utils._broadcast_object_slow
+    if getattr(original, "_fairseq_admin", False):
+        return
+
+    @functools.wraps(original)
+    def broadcast_object_slow(obj: Any, src_rank: int, group: object, dist_device: torch.device) -> Any:
+        if distributed_utils.get_rank(group) == src_rank:
+            return original(obj, src_rank, group, dist_device)  # the sending side needs no change
+        length = torch.LongTensor([0]).to(dist_device)
+        distributed_utils.broadcast(length, src=src_rank, group=group)
+        buffer = torch.ByteTensor(int(length.item())).to(dist_device)
+        distributed_utils.broadcast(buffer, src=src_rank, group=group)
+        return torch.load(io.BytesIO(buffer.cpu().numpy()), map_location="cpu", weights_only=False)
+
+    broadcast_object_slow._fairseq_admin = True  # type: ignore[attr-defined]
+    distributed_utils._broadcast_object_slow = broadcast_object_slow

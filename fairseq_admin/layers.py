@@ -66,7 +66,8 @@ class _ShortcutRouting(nn.Module):
     def _init_routing(self, branches: tuple[str, ...]) -> None:
         self.branch_names = branches
         self.admin_shortcuts = nn.ModuleList(AdminShortcut(self.embed_dim) for _ in branches)
-        self.register_parameter("rezero_weight", None)
+        self.rezero_weight = None  # a plain attribute until ReZero sets a parameter (a None parameter would look
+        # "shared" with every other None parameter to fairseq's trainer)
         self._next_shortcut = 0
         self._padding_mask: Tensor | None = None
 
