@@ -111,14 +111,12 @@ def check_foldable(args: dict[str, Any], model: dict[str, torch.Tensor]) -> None
 
 def _branches(model: dict[str, torch.Tensor], side: str) -> list[tuple[int, int, str]]:
     """(layer, shortcut index, branch) for each ω of a side, in forward order."""
+    from fairseq_admin.layers import layer_branches
+
     found = sorted((int(m[2]), int(m[3])) for m in map(OMEGA_KEY.match, model) if m and m[1] == side)
     branches = []
     for layer, index in found:
-        if side == "encoder":
-            names = ("self_attn", "ffn")
-        else:
-            has_cross = f"decoder.layers.{layer}.encoder_attn.q_proj.weight" in model
-            names = ("self_attn", "cross_attn", "ffn") if has_cross else ("self_attn", "ffn")
+        names = layer_branches(side, f"{side}.layers.{layer}.encoder_attn.q_proj.weight" in model)
         if index >= len(names):
             raise AdminError(f"cannot fold ω exactly: unknown shortcut {side}.layers.{layer}.admin_shortcuts.{index}")
         branches.append((layer, index, names[index]))
