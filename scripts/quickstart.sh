@@ -13,7 +13,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 LAYERS=${LAYERS:-6}
 start=$(date +%s)
 bash recipes/run.sh multi30k admin "$LAYERS"
-result=${RESULTS_DIR:-results}/multi30k_de_en-admin-${LAYERS}L-${LAYERS}L.json
+result=${RESULTS_DIR:-results}/multi30k_de_en-admin-${LAYERS}L-${LAYERS}L-s${SEED:-1111}.json
 echo "quickstart: done in $(( $(date +%s) - start ))s; results in $result"
 .venv/bin/python - "$result" <<'PY'
 import json, sys
