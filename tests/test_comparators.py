@@ -69,9 +69,10 @@ def test_deepnorm_values(data_bin: Path) -> None:
 
 def test_rezero_structure(data_bin: Path) -> None:
     """One α per layer (ReZero's authors, the original's rezero_weight), shared by its sub-layers, 0 at init."""
-    model = build_model(data_bin, "--init-type", "rezero")
+    model = build_model(data_bin, "--init-type", "rezero", "--decoder-layers", "2")  # 3L-2L
     alphas = [name for name, p in model.named_parameters() if "rezero" in name]
-    assert alphas == [f"{side}.layers.{i}.rezero_weight" for side in ("encoder", "decoder") for i in range(N)]
+    assert alphas == [f"encoder.layers.{i}.rezero_weight" for i in range(3)] + [
+        f"decoder.layers.{i}.rezero_weight" for i in range(2)]
     for side in ("encoder", "decoder"):
         for shortcut in shortcuts(model, side):
             assert torch.equal(shortcut.omega, torch.ones(64)) and not shortcut.omega.requires_grad
