@@ -35,7 +35,9 @@ def test_recipe_configs_compose_into_our_model_config(task: str, method: str) ->
 
     GlobalHydra.instance().clear()
     hydra_init(task)  # as fairseq-hydra-train: fairseq's schema stored under the config's name
-    with initialize_config_dir(config_dir=str(HYDRA_DIR), version_base=None):
+    # version_base 1.1: what fairseq 0.12 runs hydra with (a newer base would make its later
+    # hydra.experimental calls, e.g. in convert_namespace_to_omegaconf, raise in this process)
+    with initialize_config_dir(config_dir=str(HYDRA_DIR), version_base="1.1"):
         cfg = compose(config_name=task, overrides=[f"method={method}", "task.data=/data",
                                                    f"common.user_dir={REPO / 'fairseq_admin'}"])
     GlobalHydra.instance().clear()
