@@ -4,7 +4,8 @@
 #   recipes/run.sh [--dry-run] TASK METHOD LAYERS [STAGE]
 #
 #   TASK    iwslt14_de_en | wmt14_en_de | wmt14_en_fr | multi30k (= multi30k_de_en) | multi30k_en_de | multi30k_en_fr
-#   METHOD  admin (Post-LN + Admin) | postln (Post-LN, ω = 1) | preln (Pre-LN)
+#   METHOD  admin (Post-LN + Admin) | postln (Post-LN, ω = 1) | preln (Pre-LN) |
+#           admin-closed-form | deepnorm | rezero (the comparators: --init-type of the same name, no profiling)
 #   LAYERS  6, 18, 6-6, 60-12, 60L-12L, ... (encoder-decoder; one number means both)
 #   STAGE   prepare | profile | train | eval | all (default)
 #
@@ -56,7 +57,8 @@ case $METHOD in
     admin) INIT_TYPE=adaptive; NORM_ARGS=() ;;
     postln) INIT_TYPE=default; NORM_ARGS=() ;;
     preln) INIT_TYPE=default; NORM_ARGS=(--encoder-normalize-before --decoder-normalize-before) ;;
-    *) die "unknown method '$METHOD'; one of: admin postln preln" ;;
+    admin-closed-form | deepnorm | rezero) INIT_TYPE=$METHOD; NORM_ARGS=() ;;
+    *) die "unknown method '$METHOD'; one of: admin postln preln admin-closed-form deepnorm rezero" ;;
 esac
 case $STAGE in
     prepare | profile | train | eval | all) ;;
@@ -176,7 +178,7 @@ if [[ -n ${TRAIN_ARGS:-} ]]; then  # extra fairseq-train flags, split on spaces
 fi
 # Average epoch checkpoints (the paper), or update checkpoints where a config saves every N updates.
 AVERAGE_WHAT=(--num-epoch-checkpoints "$AVG_LAST" --checkpoint-upper-bound "$MAX_EPOCH") AVERAGED_WHAT="epoch"
-if [[ -n ${SAVE_INTERVAL_UPDATES:-} ]]; then
+if [[ -n ${SAVE_INTERVAL_UPDATES:-} && $SAVE_INTERVAL_UPDATES != 0 ]]; then
     TRAIN_EXTRA+=(--save-interval-updates "$SAVE_INTERVAL_UPDATES" --keep-interval-updates "$AVG_LAST")
     AVERAGE_WHAT=(--num-update-checkpoints "$AVG_LAST") AVERAGED_WHAT="update"
 fi
@@ -197,16 +199,11 @@ use_seed() {
 
 # --- helpers -------------------------------------------------------------------------------------------
 
+# show CMD...: print a command as a shell would read it back.
 show() {
-    local out="" word
-    for word in "$@"; do
-        if [[ $word =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then
-            out+="$word "
-        else
-            out+="'${word//\'/\'\\\'\'}' "
-        fi
-    done
-    echo "${out% }"
+    local quoted
+    printf -v quoted '%q ' "$@"
+    echo "${quoted% }"
 }
 
 # run CMD...: print it; run it unless --dry-run.
@@ -215,14 +212,17 @@ run() {
     (( DRY_RUN )) || "$@"
 }
 
-# done_or_run OUTPUT CMD...: skip when OUTPUT exists (a step's output appears only when the step succeeded).
+# already_done PATH: the one skip rule of every step. A step's output (or its marker) appears only when the
+# step succeeded, so when PATH exists the step is done: say so and succeed. A dry run never skips.
+already_done() {
+    (( ! DRY_RUN )) && [[ -e $1 ]] || return 1
+    echo "# done: $1"
+}
+
+# done_or_run OUTPUT CMD...: run CMD unless OUTPUT exists.
 done_or_run() {
-    local output=$1
+    already_done "$1" && return 0
     shift
-    if (( ! DRY_RUN )) && [[ -e $output ]]; then
-        echo "# done: $output"
-        return 0
-    fi
     run "$@"
 }
 
@@ -230,10 +230,7 @@ done_or_run() {
 marked() {
     local marker=$1
     shift
-    if (( ! DRY_RUN )) && [[ -e $marker ]]; then
-        echo "# done: $marker"
-        return 0
-    fi
+    already_done "$marker" && return 0
     run "$@"
     (( DRY_RUN )) || { mkdir -p "$(dirname "$marker")" && touch "$marker"; }
 }
@@ -241,10 +238,7 @@ marked() {
 # download URL FILE: to FILE.part, renamed when complete (curl resumes a partial download).
 download() {
     local url=$1 file=$2
-    if (( ! DRY_RUN )) && [[ -e $file ]]; then
-        echo "# done: $file"
-        return 0
-    fi
+    already_done "$file" && return 0
     (( DRY_RUN )) || mkdir -p "$(dirname "$file")"
     run curl -fL --retry 3 -C - -o "$file.part" "$url"
     run mv "$file.part" "$file"

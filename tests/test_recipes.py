@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, MULTI30K, REPO
 
 RUN = REPO / "recipes" / "run.sh"
@@ -205,7 +204,7 @@ def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
 
 @pytest.mark.parametrize("args,env,message", [
     (["nosuchtask", "admin", "6"], {}, "unknown task"),
-    (["multi30k", "rezero", "6"], {}, "unknown method"),
+    (["multi30k", "fixup", "6"], {}, "unknown method"),
     (["multi30k", "admin", "six"], {}, "LAYERS must look like"),
     (["multi30k", "admin", "0"], {}, "at least 1"),
     (["multi30k", "admin", "6", "deploy"], {}, "unknown stage"),
@@ -235,7 +234,7 @@ def test_our_clis_reject_bad_input(tmp_path: Path) -> None:
 
 
 def test_tokenized_bleu_splits_compounds_as_fairseq() -> None:
-    from fairseq_admin.evaluate import score, tokenized
+    from fairseq_admin_tools.evaluate import score, tokenized
 
     split = "Ein Zwei ##AT##-##AT## Wege ##AT##-##AT## Test , 3 - 4 mal ."  # 13a splits digit-dash itself
     assert tokenized(["Ein Zwei-Wege-Test, 3-4 mal."], True) == [split]

@@ -10,12 +10,19 @@ ARCH=transformer_admin
 # A narrow model (d 128, ffn 512, 4 heads): about 2k target tokens/s on 2 CPU cores.
 MODEL_EXTRA_ARGS=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512
                   --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4)
+# PAPER_INIT=1: the paper's initialization and profiling, as the paper's tasks have them (fairseq 0.8's FFN
+# initialization, padding counted in the statistics, the first batch profiled). Default: fairseq 0.12's.
+if [[ ${PAPER_INIT:-0} == 1 ]]; then
+    MODEL_EXTRA_ARGS+=(--ffn-init xavier)
+    ADMIN_ARGS=(--admin-profile-padding include)
+    PROFILE_ARGS=(--admin-profile-tokens 1)
+fi
 LR=${LR:-2e-3}
 WARMUP=${WARMUP:-250}
 DROPOUT=${DROPOUT:-0.1}
 EXTRA_TRAIN_ARGS=(--weight-decay 0.0)
 MAX_EPOCH=${MAX_EPOCH:-5}
-# A fixed number of updates, so the result does not depend on how busy the machine is (~1.1 s/update on
+# A fixed number of updates (MAX_UPDATE=0: none; MAX_EPOCH decides), so the result does not depend on how busy the machine is (~1.1 s/update on
 # 2 idle cores). STOP_TIME_HOURS=0.38 adds a wall-clock guard for shared machines, at the cost of that.
 MAX_UPDATE=${MAX_UPDATE:-1000}
 STOP_TIME_HOURS=${STOP_TIME_HOURS:-}
@@ -25,7 +32,7 @@ BEAM=5 LENPEN=1.0 COMPOUND_SPLIT=0
 # epoch checkpoints save (and average) the last AVG_LAST checkpoints taken every SAVE_INTERVAL_UPDATES.
 # Saves every 50 updates keep the average to the last ~100 updates: on a short run, older weights only hurt
 # (measured: averaging updates 150/300/450 of a 451-update run gave 15.35 BLEU).
-SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-50}
+SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-50}  # 0: epoch checkpoints, averaged by epoch
 AVG_LAST=${AVG_LAST:-3}
 AVERAGE_ARGS=(--allow-fewer --with-last)  # checkpoint_last.pt holds the final weights
 # Small batches, so a few epochs still give enough updates.
