@@ -31,8 +31,8 @@ is in recipes/README.md's table with its measured effect):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 

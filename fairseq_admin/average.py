@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 
-
-from fairseq_admin.errors import AdminError
-from fairseq_admin.files import torch_save_atomically
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.files import torch_save_atomically
 
 EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")
 UPDATE_CHECKPOINT = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")
@@ -95,6 +93,7 @@ def average_checkpoints(paths: list[str]) -> dict:
     return state
 
 
+@command_line_tool("fairseq-admin-average")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-average", description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", required=True, help="directory with checkpointN.pt files (fairseq --save-dir)")
@@ -113,18 +112,15 @@ def main(argv: list[str] | None = None) -> None:
     count = args.num_update_checkpoints if by_update else args.num_epoch_checkpoints
     if count < 1:
         parser.error("the number of checkpoints to average must be at least 1")
-    try:
-        paths = last_checkpoints(args.inputs, count, args.checkpoint_upper_bound,
-                                 args.allow_fewer or args.with_last, by_update)
-        if args.with_last:
-            if not by_update:
-                parser.error("--with-last goes with --num-update-checkpoints")
-            paths = with_final_state(paths, args.inputs, count)
-        if not paths:
-            raise AdminError(f"no checkpoints to average in {args.inputs}")
-        torch_save_atomically(average_checkpoints(paths), args.output)
-    except AdminError as err:
-        sys.exit(f"fairseq-admin-average: error: {err}")
+    if args.with_last and not by_update:
+        parser.error("--with-last goes with --num-update-checkpoints")
+    paths = last_checkpoints(args.inputs, count, args.checkpoint_upper_bound, args.allow_fewer or args.with_last,
+                             by_update)
+    if args.with_last:
+        paths = with_final_state(paths, args.inputs, count)
+    if not paths:
+        raise AdminError(f"no checkpoints to average in {args.inputs}")
+    torch_save_atomically(average_checkpoints(paths), args.output)
     print(f"fairseq-admin-average: averaged {', '.join(os.path.basename(p) for p in paths)} -> {args.output}")
 
 

@@ -39,14 +39,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
-
 from typing import Any
 
 import torch
 
-from fairseq_admin.errors import AdminError
-from fairseq_admin.files import torch_save_atomically
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.files import torch_save_atomically
 
 STOCK_ARCH = "transformer"
 OMEGA_KEY = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.admin_shortcuts\.(\d+)\.omega$")
@@ -90,6 +88,17 @@ def check_foldable(args: dict[str, Any], model: dict[str, torch.Tensor]) -> None
             "keep ω_1 = 1 and the LayerNorms that absorb ω (admin-closed-form and deepnorm scale the embedding "
             "shortcut, rezero has no LayerNorms)"
         )
+    problems = unfoldable_settings(args)
+    if problems:
+        raise AdminError(f"cannot fold ω exactly: {'; '.join(problems)}")
+    unknown = [k for k in model if not OMEGA_KEY.match(k) and not STOCK_KEY.match(k)]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise AdminError(f"cannot fold ω exactly: keys a stock transformer does not have: {shown}")
+
+
+def unfoldable_settings(args: dict[str, Any]) -> list[str]:
+    """The model settings under which a stock Transformer would not compute what the Admin model did."""
     problems = []
     if args.get("encoder_normalize_before") or args.get("decoder_normalize_before"):
         problems.append("it is Pre-LN (--encoder/decoder-normalize-before)")
@@ -101,12 +110,7 @@ def check_foldable(args: dict[str, Any], model: dict[str, torch.Tensor]) -> None
             problems.append(f"--{flag.replace('_', '-')} is set")
     if args.get("cross_self_attention"):
         problems.append("--cross-self-attention makes decoder self-attention read the encoder output too")
-    if problems:
-        raise AdminError(f"cannot fold ω exactly: {'; '.join(problems)}")
-    unknown = [k for k in model if not OMEGA_KEY.match(k) and not STOCK_KEY.match(k)]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
-        raise AdminError(f"cannot fold ω exactly: keys a stock transformer does not have: {shown}")
+    return problems
 
 
 def _branches(model: dict[str, torch.Tensor], side: str) -> list[tuple[int, int, str]]:
@@ -229,6 +233,7 @@ def export(in_path: str, out_path: str) -> dict[str, Any]:
     return out
 
 
+@command_line_tool("fairseq-admin-export")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="fairseq-admin-export",
@@ -238,11 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input", metavar="IN.pt", help="transformer_admin checkpoint")
     parser.add_argument("output", metavar="OUT.pt", help="where to write the stock transformer checkpoint")
     options = parser.parse_args(argv)
-    try:
-        out = export(options.input, options.output)
-    except AdminError as err:
-        print(f"fairseq-admin-export: error: {err}", file=sys.stderr)
-        sys.exit(1)
+    out = export(options.input, options.output)
     layers = sum(1 for k in out["model"] if k.endswith("final_layer_norm.weight"))
     print(f"fairseq-admin-export: wrote {options.output} (stock transformer, {layers} layers, ω folded)")
 

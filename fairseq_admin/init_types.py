@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 
 from fairseq_admin import comparators, profiling
-from fairseq_admin.errors import AdminError
 from fairseq_admin.layers import SIDES, admin_shortcuts
 from fairseq_admin.profile_file import AdminProfile
+from fairseq_admin_tools.errors import AdminError
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)

@@ -18,7 +18,7 @@ from fairseq.models.transformer import TransformerConfig
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase, TransformerEncoderLayerBase
 from torch import Tensor
 
-from fairseq_admin.errors import AdminError
+from fairseq_admin_tools.errors import AdminError
 
 SIDES = ("encoder", "decoder")
 BRANCHES = {"encoder": ("self_attn", "ffn"), "decoder": ("self_attn", "cross_attn", "ffn")}

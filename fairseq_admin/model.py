@@ -31,7 +31,6 @@ from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from omegaconf import II
 
 from fairseq_admin import init_types
-from fairseq_admin.errors import AdminError
 from fairseq_admin.layers import (
     SIDES,
     AdminDecoderLayer,
@@ -42,6 +41,7 @@ from fairseq_admin.layers import (
     check_branch_order,
 )
 from fairseq_admin.profiling import PADDING_MODES
+from fairseq_admin_tools.errors import AdminError
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)

@@ -21,8 +21,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from fairseq_admin.errors import AdminError
-from fairseq_admin.files import write_atomically
+from fairseq_admin_tools.errors import AdminError
+from fairseq_admin_tools.files import write_atomically
 
 FORMAT = "fairseq-admin-profile"
 FORMAT_VERSION = 2  # 2: adds "settings"

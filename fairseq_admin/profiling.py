@@ -29,7 +29,6 @@ import torch.nn as nn
 from fairseq import utils
 
 from fairseq_admin.admin import SideProfiler
-from fairseq_admin.errors import AdminError
 from fairseq_admin.layers import SIDES, AdminShortcut, admin_shortcuts, branch_names
 from fairseq_admin.profile_file import (
     AdminProfile,
@@ -43,6 +42,7 @@ from fairseq_admin.profile_file import (
     load_profile,
     save_profile,
 )
+from fairseq_admin_tools.errors import AdminError
 
 logger = logging.getLogger(__name__)
 # fairseq lowers the root logger to WARNING on ranks > 0; our few lines (ω per rank) should still show.

@@ -89,44 +89,52 @@ class RAdam(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr, weight_decay = group["lr"], group["weight_decay"]
-            # Parameters skipped on some steps (no grad) have their own step count: batch by count.
-            params_by_step: Dict[int, List[torch.Tensor]] = defaultdict(list)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("RAdam does not support sparse gradients")
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32,
-                                                           memory_format=torch.preserve_format)
-                else:  # as the original: torch's load_state_dict casts the moments to the parameter dtype
-                    state["exp_avg"], state["exp_avg_sq"] = state["exp_avg"].float(), state["exp_avg_sq"].float()
-                state["step"] = int(state["step"]) + 1  # int(): torch.optim.RAdam checkpoints hold a tensor
-                params_by_step[state["step"]].append(p)
-
-            for step, params in params_by_step.items():
-                grads = [p.grad.float() for p in params]
-                weights = [p.float() for p in params]  # the parameter itself when it is fp32, else an fp32 copy
-                exp_avgs = [self.state[p]["exp_avg"] for p in params]
-                exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
-
-                torch._foreach_mul_(exp_avg_sqs, beta2)
-                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-                torch._foreach_mul_(exp_avgs, beta1)
-                torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-                if weight_decay != 0:
-                    torch._foreach_add_(weights, weights, alpha=-weight_decay * lr)
-                step_size = rectified_step_size(step, lr, beta1, beta2)
-                if step_size is not None:
-                    denominators = torch._foreach_sqrt(exp_avg_sqs)
-                    torch._foreach_add_(denominators, group["eps"])
-                    torch._foreach_addcdiv_(weights, exp_avgs, denominators, value=-step_size)
-                for p, weight in zip(params, weights, strict=True):
-                    if weight is not p:
-                        p.copy_(weight)
+            for step, params in self._params_by_step(group).items():
+                self._update(group, step, params)
         return loss
+
+    def _params_by_step(self, group: dict[str, Any]) -> Dict[int, List[torch.Tensor]]:
+        """The group's parameters with a gradient, by their step count after this step.
+
+        Parameters skipped on some steps (no grad) have their own step count, so they are batched by count.
+        """
+        params_by_step: Dict[int, List[torch.Tensor]] = defaultdict(list)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("RAdam does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+            else:  # as the original: torch's load_state_dict casts the moments to the parameter dtype
+                state["exp_avg"], state["exp_avg_sq"] = state["exp_avg"].float(), state["exp_avg_sq"].float()
+            state["step"] = int(state["step"]) + 1  # int(): torch.optim.RAdam checkpoints hold a tensor
+            params_by_step[state["step"]].append(p)
+        return params_by_step
+
+    def _update(self, group: dict[str, Any], step: int, params: List[torch.Tensor]) -> None:
+        """One RAdam step of parameters that share a step count, in fp32 (moments and math)."""
+        beta1, beta2 = group["betas"]
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        grads = [p.grad.float() for p in params]
+        weights = [p.float() for p in params]  # the parameter itself when it is fp32, else an fp32 copy
+        exp_avgs = [self.state[p]["exp_avg"] for p in params]
+        exp_avg_sqs = [self.state[p]["exp_avg_sq"] for p in params]
+
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+        if weight_decay != 0:
+            torch._foreach_add_(weights, weights, alpha=-weight_decay * lr)
+        step_size = rectified_step_size(step, lr, beta1, beta2)
+        if step_size is not None:
+            denominators = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_add_(denominators, group["eps"])
+            torch._foreach_addcdiv_(weights, exp_avgs, denominators, value=-step_size)
+        for p, weight in zip(params, weights, strict=True):
+            if weight is not p:
+                p.copy_(weight)

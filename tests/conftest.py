@@ -47,7 +47,7 @@ def data_dir(tmp_path_factory) -> Path:
         pytest.fail(f"Multi30k not found at {MULTI30K}; set MULTI30K_DIR")
     dest = tmp_path_factory.mktemp("multi30k")
     subprocess.run(
-        [sys.executable, "-m", "fairseq_admin.prepare", "--raw-dir", str(MULTI30K), "--dest", str(dest),
+        [sys.executable, "-m", "fairseq_admin_tools.prepare", "--raw-dir", str(MULTI30K), "--dest", str(dest),
          "--src", "de", "--tgt", "en", "--vocab-size", "1000", "--max-train-pairs", "2000"],
         cwd=REPO, check=True, capture_output=True,
     )

@@ -12,8 +12,8 @@ import pytest
 import torch
 from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq, train_log
 
-from fairseq_admin.errors import AdminError
 from fairseq_admin.export import export
+from fairseq_admin_tools.errors import AdminError
 
 N = M = 3  # TINY_MODEL's encoder and decoder layers
 

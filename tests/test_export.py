@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import BIN, REPO, TINY_MODEL, TINY_TRAINING, fairseq
 
-from fairseq_admin.errors import AdminError
 from fairseq_admin.export import export
 from fairseq_admin.profile_file import load_profile
+from fairseq_admin_tools.errors import AdminError
 
 TEST_SENTENCES = 100
 TRAIN_UPDATES = 80

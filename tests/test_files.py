@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO
-from fairseq_admin.files import torch_save_atomically, write_atomically
+
 from fairseq_admin.profile_file import AdminProfile, load_profile, save_profile
+from fairseq_admin_tools.files import torch_save_atomically, write_atomically
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
 KILLED_WRITER = """
 import sys, time, torch
 from pathlib import Path
-from fairseq_admin.files import torch_save_atomically
+from fairseq_admin_tools.files import torch_save_atomically
 
 class Stall:
     def __reduce__(self):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import REPO, TINY_MODEL, TINY_TRAINING
 
-from fairseq_admin.errors import AdminError
+from fairseq_admin_tools.errors import AdminError
 
 
 def build(data_bin: Path, *flags: str):

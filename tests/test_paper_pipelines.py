@@ -67,7 +67,7 @@ def recipe(recipes: dict[str, Path], task: str) -> Path:
 
 def check_detokenized_references(moses: Path, tgt: str, lowercase: bool) -> None:
     """The sacreBLEU path on the references themselves: Moses tokens, detokenized, against the raw text."""
-    from fairseq_admin.evaluate import moses_detokenize, sacrebleu_score
+    from fairseq_admin_tools.evaluate import moses_detokenize, sacrebleu_score
 
     tokens, raw = read(moses / f"test.{tgt}"), read(moses / f"test.raw.{tgt}")
     assert tokens != raw

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import TINY_MODEL, TINY_TRAINING, fairseq, train_log
 
 UPDATES = 6

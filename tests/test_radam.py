@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import fairseq, train_log
 
 from fairseq_admin.radam import RAdam
-from conftest import fairseq, train_log
 
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.98), 1e-8, 0.05
 SHAPES = [(7,), (4, 5), (2, 3, 4), (1,)]

@@ -24,9 +24,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from conftest import REPO, TINY_MODEL, TINY_TRAINING
+from torch import Tensor
 
 # --- The transcription of Transformer-Clinic (fairseq 0.8 fork) -------------------------------------------------
 

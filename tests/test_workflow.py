@@ -10,7 +10,6 @@ from pathlib import Path
 
 import sacrebleu
 import torch
-
 from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq, train_log
 
 TINY_BRANCHES = {"encoder": 2 * 3, "decoder": 3 * 3}

@@ -15,17 +15,17 @@ skips finished steps and an interrupted step is never taken as done.
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from fairseq_admin.corpora import Cleaner, CleanRule, Pair, batched, lines, ordered_map, zip_sides
-from fairseq_admin.errors import AdminError
+from fairseq_admin_tools.corpora import Cleaner, CleanRule, Pair, batched, lines, ordered_map, zip_sides
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.fairseq_commands import fairseq_command
+from fairseq_admin_tools.files import AtomicFile, open_text, publish
 
 DEFAULT_SPLITS = "train=train,valid=val,test=test_2016_flickr"
 ENCODE_BATCH = 10000
@@ -34,12 +34,6 @@ ENCODE_BATCH = 10000
 def default_multi30k_dir() -> str:
     """``$MULTI30K_DIR``, else ``../shared/data/multi30k`` (relative to the working directory)."""
     return os.environ.get("MULTI30K_DIR", os.path.join("..", "shared", "data", "multi30k"))
-
-
-def fairseq_command(name: str) -> list[str]:
-    """A fairseq console script from the same environment as this Python, else from PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    return [beside] if os.path.exists(beside) else [name]
 
 
 def _find(raw_dir: str, name: str, lang: str) -> str:
@@ -52,8 +46,7 @@ def _find(raw_dir: str, name: str, lang: str) -> str:
 
 def _text_lines(path: str) -> Iterator[str]:
     """Lines as ``str.splitlines`` cuts them (what this step has always used), streamed."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(path) as f:
         for line in f:
             yield from line.splitlines() or [""]
 
@@ -67,24 +60,19 @@ def read_pairs(raw_dir: str, name: str, src: str, tgt: str, limit: int | None) -
 
 def write_pairs(paths: tuple[str, str], pairs: Iterable[Pair]) -> int:
     """Write pairs into two files, each under a temporary name renamed when complete; returns the count."""
-    tmp = [path + ".tmp" for path in paths]
     count = 0
-    with open(tmp[0], "w", encoding="utf-8", newline="\n") as fs, \
-            open(tmp[1], "w", encoding="utf-8", newline="\n") as ft:
+    with AtomicFile(paths[0]) as fs, AtomicFile(paths[1]) as ft:
         for s, t in pairs:
             fs.write(s + "\n")
             ft.write(t + "\n")
             count += 1
-    for t, path in zip(tmp, paths, strict=True):
-        os.replace(t, path)
     return count
 
 
 def _write_lines(path: str, text: Iterable[str]) -> None:
-    with open(path + ".tmp", "w", encoding="utf-8", newline="\n") as f:
+    with AtomicFile(path) as f:
         for line in text:
             f.write(line + "\n")
-    os.replace(path + ".tmp", path)
 
 
 def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int,
@@ -99,8 +87,8 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int
         model_type="unigram", character_coverage=1.0, num_threads=1,
         bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0, hard_vocab_limit=False, minloglevel=2, **sample,
     )
-    os.replace(tmp_prefix + ".vocab", model_prefix + ".vocab")
-    os.replace(tmp_prefix + ".model", model_prefix + ".model")
+    publish(tmp_prefix + ".vocab", model_prefix + ".vocab")
+    publish(tmp_prefix + ".model", model_prefix + ".model")
 
 
 def binarize(text_dir: str, stem: str, dest: str, src: str, tgt: str, splits: Iterable[str], workers: int) -> str:
@@ -114,7 +102,7 @@ def binarize(text_dir: str, stem: str, dest: str, src: str, tgt: str, splits: It
         for split in splits:
             command += [f"--{split}pref", os.path.join(text_dir, f"{split}.{stem}")]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        os.replace(tmp_dir, bin_dir)
+        publish(tmp_dir, bin_dir)
         print(f"prepare: binarized -> {bin_dir}", flush=True)
     return bin_dir
 
@@ -182,9 +170,8 @@ def learn_joint_bpe(train_files: list[str], codes: str, merges: int) -> None:
     from subword_nmt.learn_bpe import learn_bpe
 
     text = itertools.chain.from_iterable(lines(path) for path in train_files)
-    with open(codes + ".tmp", "w", encoding="utf-8") as out:
+    with AtomicFile(codes) as out:
         learn_bpe(text, out, merges)
-    os.replace(codes + ".tmp", codes)
 
 
 def prepare_bpe(tok_dir: str, dest: str, src: str, tgt: str, merges: int, splits: dict[str, str],
@@ -219,6 +206,7 @@ def _clean_rule(text: str) -> CleanRule:
         raise argparse.ArgumentTypeError(f"expected MIN-MAX:RATIO such as 1-250:1.5, got '{text}'") from None
 
 
+@command_line_tool("fairseq-admin-prepare")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-prepare", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", choices=["spm", "bpe"], default="spm",
@@ -241,20 +229,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     raw_dir = args.raw_dir or default_multi30k_dir()
     if not os.path.isdir(raw_dir):
-        sys.exit(f"fairseq-admin-prepare: error: raw data directory {raw_dir} does not exist; "
-                 "set --raw-dir or $MULTI30K_DIR")
+        raise AdminError(f"raw data directory {raw_dir} does not exist; set --raw-dir or $MULTI30K_DIR")
     splits = dict(item.split("=", 1) for item in args.splits.split(","))
     if "train" not in splits:
-        sys.exit("fairseq-admin-prepare: error: --splits needs a train split")
-    try:
-        if args.pipeline == "bpe":
-            bin_dir = prepare_bpe(raw_dir, args.dest, args.src, args.tgt, args.bpe_merges, splits,
-                                  args.workers, args.clean_after_bpe)
-        else:
-            bin_dir = prepare(raw_dir, args.dest, args.src, args.tgt, args.vocab_size, splits,
-                              args.max_train_pairs, args.workers, args.spm_sentences)
-    except AdminError as err:
-        sys.exit(f"fairseq-admin-prepare: error: {err}")
+        raise AdminError("--splits needs a train split")
+    if args.pipeline == "bpe":
+        bin_dir = prepare_bpe(raw_dir, args.dest, args.src, args.tgt, args.bpe_merges, splits,
+                              args.workers, args.clean_after_bpe)
+    else:
+        bin_dir = prepare(raw_dir, args.dest, args.src, args.tgt, args.vocab_size, splits,
+                          args.max_train_pairs, args.workers, args.spm_sentences)
     print(bin_dir)
 
 

@@ -29,9 +29,9 @@ import re
 import subprocess
 import sys
 
-from fairseq_admin.errors import AdminError
-from fairseq_admin.prepare import fairseq_command
-from fairseq_admin.files import write_atomically
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.fairseq_commands import fairseq_command
+from fairseq_admin_tools.files import write_atomically
 
 HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
 FAIRSEQ_BLEU = re.compile(r"^Generate (\S+) with beam=(\d+): (BLEU4 = ([0-9.]+),.*)$")
@@ -124,8 +124,8 @@ def score_moses(generate_output: str, hypotheses: list[str], references: list[st
             "paper_bleu": fairseq_bleu(generate_output)}, detokenized
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Our options before ``--``, fairseq-generate's after it."""
     ours, generate_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     parser = argparse.ArgumentParser(prog="fairseq-admin-evaluate", description=__doc__.splitlines()[0],
                                      usage="%(prog)s --output JSON --reference FILE [...] -- FAIRSEQ_GENERATE_ARGS")
@@ -142,37 +142,47 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give fairseq-generate's arguments after '--' (data directory, --path, --beam, ...)")
     if "--quiet" in generate_args:
         parser.error("fairseq-generate must not run with --quiet: the hypotheses are read from its output")
-    if not os.path.isfile(args.reference):
-        sys.exit(f"fairseq-admin-evaluate: error: reference file {args.reference} does not exist")
-    stem = args.output[:-5] if args.output.endswith(".json") else args.output
     if args.moses_lang and args.compound_split:
         parser.error("--compound-split is for the 13a tokenized BLEU; with --moses-lang the paper's BLEU is fairseq's")
-    try:
-        output = run_generate(generate_args, stem + ".generate.txt")
-        hypotheses = hypotheses_in_order(output)
-        with open(args.reference, encoding="utf-8", newline="\n") as f:
-            references = [line[:-1] if line.endswith("\n") else line for line in f]
-        if len(references) != len(hypotheses):
-            raise AdminError(f"{len(hypotheses)} hypotheses but {len(references)} reference lines in {args.reference}")
-        if args.moses_lang:
-            results, hypotheses = score_moses(output, hypotheses, references, args.moses_lang, args.lowercase)
-        else:
-            results = score(hypotheses, references, args.compound_split, args.lowercase)
-    except AdminError as err:
-        sys.exit(f"fairseq-admin-evaluate: error: {err}")
-    write_atomically(stem + ".hyp.txt", "".join(h + "\n" for h in hypotheses))
-    checkpoint = generate_args[generate_args.index("--path") + 1] if "--path" in generate_args else None
-    record = {"name": args.name, "checkpoint": checkpoint, "reference": args.reference, "sentences": len(hypotheses),
-              **results, "hypotheses": stem + ".hyp.txt", "fairseq_generate_args": generate_args}
-    write_atomically(args.output, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    if not os.path.isfile(args.reference):
+        raise AdminError(f"reference file {args.reference} does not exist")
+    return args, generate_args
+
+
+def read_references(path: str) -> list[str]:
+    with open(path, encoding="utf-8", newline="\n") as f:
+        return [line[:-1] if line.endswith("\n") else line for line in f]
+
+
+def print_scores(results: dict, args: argparse.Namespace) -> None:
     print(f"sacrebleu: {results['sacrebleu']['text']}")
     if args.moses_lang:
         print(f"paper BLEU (fairseq-generate, Moses tokens): {results['paper_bleu']['text']}")
     else:
         how = "13a, compound-split" if args.compound_split else "13a"
         print(f"tokenized BLEU ({how}): {results['tokenized_bleu']['text']}")
-    print(f"-> {args.output}")
 
+
+@command_line_tool("fairseq-admin-evaluate")
+def main(argv: list[str] | None = None) -> None:
+    args, generate_args = parse_args(sys.argv[1:] if argv is None else argv)
+    stem = args.output[:-5] if args.output.endswith(".json") else args.output
+    output = run_generate(generate_args, stem + ".generate.txt")
+    hypotheses = hypotheses_in_order(output)
+    references = read_references(args.reference)
+    if len(references) != len(hypotheses):
+        raise AdminError(f"{len(hypotheses)} hypotheses but {len(references)} reference lines in {args.reference}")
+    if args.moses_lang:
+        results, hypotheses = score_moses(output, hypotheses, references, args.moses_lang, args.lowercase)
+    else:
+        results = score(hypotheses, references, args.compound_split, args.lowercase)
+    write_atomically(stem + ".hyp.txt", "".join(h + "\n" for h in hypotheses))
+    checkpoint = generate_args[generate_args.index("--path") + 1] if "--path" in generate_args else None
+    record = {"name": args.name, "checkpoint": checkpoint, "reference": args.reference, "sentences": len(hypotheses),
+              **results, "hypotheses": stem + ".hyp.txt", "fairseq_generate_args": generate_args}
+    write_atomically(args.output, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    print_scores(results, args)
+    print(f"-> {args.output}")
 
 if __name__ == "__main__":
     main()

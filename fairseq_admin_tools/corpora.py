@@ -29,18 +29,17 @@ tokenizes in N processes, in order. Output files appear under their names only w
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing import Pool
 from typing import IO
 
-from fairseq_admin.errors import AdminError
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.files import AtomicFile, open_text
 
 Pair = tuple[str, str]
 
@@ -95,19 +94,17 @@ TASKS = {
 
 # --- reading ------------------------------------------------------------------------------------------
 
-def open_text(path: str) -> IO[str]:
+def open_corpus_file(path: str) -> IO[str]:
     """``path`` or ``path.gz`` as UTF-8 text split on ``\\n`` only, as perl and awk read it."""
     for candidate in (path, path + ".gz"):
         if os.path.exists(candidate):
-            if candidate.endswith(".gz"):
-                return gzip.open(candidate, "rt", encoding="utf-8", errors="replace", newline="\n")
-            return open(candidate, encoding="utf-8", errors="replace", newline="\n")
+            return open_text(candidate, errors="replace", newline="\n")
     raise AdminError(f"{path} not found: did the download and extraction finish? (re-run the prepare stage)")
 
 
 def lines(path: str) -> Iterator[str]:
     """The lines of a file without their ``\\n`` (perl's chomp)."""
-    with open_text(path) as f:
+    with open_corpus_file(path) as f:
         for line in f:
             yield line[:-1] if line.endswith("\n") else line
 
@@ -274,25 +271,32 @@ class Cleaner:
 # --- writing ------------------------------------------------------------------------------------------
 
 class PairWriter:
-    """Writes NAME.SRC / NAME.TGT into temporary files, renamed by :meth:`commit`."""
+    """Writes NAME.SRC / NAME.TGT under temporary names, renamed by :meth:`commit` (discarded if never)."""
 
     def __init__(self, stack: ExitStack, dest: str, name: str, src: str, tgt: str) -> None:
         self.final = [os.path.join(dest, f"{name}.{lang}") for lang in (src, tgt)]
-        self.files = [stack.enter_context(open(p + ".tmp", "w", encoding="utf-8", newline="\n"))  # noqa: SIM115
-                      for p in self.final]
+        self.files = [AtomicFile(path) for path in self.final]
+        self.committed = False
+        stack.callback(self._discard_unless_committed)
         self.name = name
         self.count = 0
 
     def write(self, src: str, tgt: str) -> None:
-        self.files[0].write(src + "\n")
-        self.files[1].write(tgt + "\n")
+        self.files[0].file.write(src + "\n")
+        self.files[1].file.write(tgt + "\n")
         self.count += 1
 
     def commit(self) -> None:
-        for f, path in zip(self.files, self.final, strict=True):
-            f.close()
-            os.replace(f.name, path)
+        for f in self.files:
+            f.commit()
+        self.committed = True
         print(f"fairseq-admin-corpus: {self.name}: {self.count} pairs -> {self.final[0]}, {self.final[1]}", flush=True)
+
+
+    def _discard_unless_committed(self) -> None:
+        if not self.committed:
+            for f in self.files:
+                f.discard()
 
 
 # --- the tasks ----------------------------------------------------------------------------------------
@@ -325,37 +329,40 @@ def test_pairs(task: Task, downloads: str) -> list[Pair]:
     return pairs
 
 
+def write_train_and_valid(task: Task, downloads: str, moses: bool, workers: int,
+                          writers: dict[str, PairWriter]) -> None:
+    """The training corpora, processed, into train (and valid, where the task carves it out of train)."""
+    train = PairProcessor(task.src, task.tgt, moses, task.aggressive, task.normalize)
+    processed = ordered_map(train, train_pairs(task, downloads), workers)
+    if task.clean:
+        processed = Cleaner(task.clean)(processed)
+    # raw En-Fr: the original cleans train and valid each on its own, after the split (and after BPE)
+    late = {split: Cleaner(task.clean_after_split) for split in ("train", "valid")} \
+        if task.clean_after_split and not moses else {}
+    for number, (src, tgt) in enumerate(processed, start=1):
+        if task.lowercase:
+            src, tgt = src.lower(), tgt.lower()
+        split = "valid" if task.valid_every and number % task.valid_every == 0 else "train"
+        kept = late[split].clean(src, tgt) if late else (src, tgt)
+        if kept is not None:
+            writers[split].write(*kept)
+    if task.valid:
+        base = os.path.join(downloads, task.valid)
+        pairs = zip_sides(lines(f"{base}.{task.src}"), lines(f"{base}.{task.tgt}"), task.valid)
+        for src, tgt in ordered_map(train, pairs, workers):
+            writers["valid"].write(src, tgt)
+
+
 def build(task_name: str, downloads: str, dest: str, pipeline: str, workers: int = 1) -> None:
     """Write train/valid/test.{src,tgt} (and test.raw.{src,tgt}) for one task into ``dest``."""
     task = TASKS[task_name]
     moses = pipeline == "moses"
     os.makedirs(dest, exist_ok=True)
     test = test_pairs(task, downloads)  # read first: a missing file fails before hours of tokenizing
-    train = PairProcessor(task.src, task.tgt, moses, task.aggressive, task.normalize)
     with ExitStack() as stack:
         writers = {name: PairWriter(stack, dest, name, task.src, task.tgt)
                    for name in ("train", "valid", "test", "test.raw")}
-        processed = ordered_map(train, train_pairs(task, downloads), workers)
-        if task.clean:
-            processed = Cleaner(task.clean)(processed)
-        # raw En-Fr: the original cleans train and valid each on its own, after the split (and after BPE)
-        late = {split: Cleaner(task.clean_after_split) for split in ("train", "valid")} \
-            if task.clean_after_split and not moses else {}
-        for number, (src, tgt) in enumerate(processed, start=1):
-            if task.lowercase:
-                src, tgt = src.lower(), tgt.lower()
-            split = "valid" if task.valid_every and number % task.valid_every == 0 else "train"
-            if late:
-                kept = late[split].clean(src, tgt)
-                if kept is None:
-                    continue
-                src, tgt = kept
-            writers[split].write(src, tgt)
-        if task.valid:
-            base = os.path.join(downloads, task.valid)
-            pairs = zip_sides(lines(f"{base}.{task.src}"), lines(f"{base}.{task.tgt}"), task.valid)
-            for src, tgt in ordered_map(train, pairs, workers):
-                writers["valid"].write(src, tgt)
+        write_train_and_valid(task, downloads, moses, workers, writers)
         test_processor = PairProcessor(task.src, task.tgt, moses, task.aggressive, quote_fix=True)
         for (src, tgt), raw in zip(test_processor(test), test, strict=True):
             if task.lowercase:
@@ -366,6 +373,7 @@ def build(task_name: str, downloads: str, dest: str, pipeline: str, workers: int
             writers[name].commit()
 
 
+@command_line_tool("fairseq-admin-corpus")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-corpus", description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
@@ -379,10 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     if all(os.path.exists(os.path.join(args.dest, f"test.{lang}")) for lang in (task.src, task.tgt)):
         print(f"fairseq-admin-corpus: {args.dest} is complete")
         return
-    try:
-        build(args.task, args.downloads, args.dest, args.pipeline, args.workers)
-    except AdminError as err:
-        sys.exit(f"fairseq-admin-corpus: error: {err}")
+    build(args.task, args.downloads, args.dest, args.pipeline, args.workers)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ import io
 import json
 import re
 import statistics
-import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairseq_admin.files import write_atomically
+from fairseq_admin_tools.errors import AdminError, command_line_tool
+from fairseq_admin_tools.files import write_atomically
 
 RUN_NAME = re.compile(r"^(?P<task>.+)-(?P<method>admin|postln|preln)-(?P<enc>\d+)L-(?P<dec>\d+)L-s(?P<seed>\d+)$")
 FIELDS = ["task", "method", "layers", "seeds", "n", "paper_bleu_mean", "paper_bleu_std", "paper_bleu_kind",
@@ -93,6 +93,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@command_line_tool("fairseq-admin-summary")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-summary", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="result JSON files, or directories holding them")
@@ -106,17 +107,17 @@ def main(argv: list[str] | None = None) -> None:
         elif item.is_file():
             paths.append(item)
         else:
-            sys.exit(f"fairseq-admin-summary: error: {item} does not exist; give result JSONs or their directory")
+            raise AdminError(f"{item} does not exist; give result JSONs or their directory")
     results, skipped = [], []
     try:
         for path in paths:
             result = read_result(path)
             (results.append(result) if result else skipped.append(path.name))
     except (ValueError, KeyError) as err:
-        sys.exit(f"fairseq-admin-summary: error: {err}")
+        raise AdminError(str(err)) from None
     if not results:
-        sys.exit(f"fairseq-admin-summary: error: no result JSONs named TASK-METHOD-EL-DL-sSEED.json in "
-                 f"{' '.join(args.results)}; run the recipes' eval stage first")
+        raise AdminError(f"no result JSONs named TASK-METHOD-EL-DL-sSEED.json in {' '.join(args.results)}; "
+                         "run the recipes' eval stage first")
     rows = summarize(results)
     print(table(rows))
     if skipped:
