@@ -1,7 +1,7 @@
 """A CPU-sized Table 1 on Multi30k: every method trained to a stated cap with the recipe users run.
 
-    python -m fairseq_admin_evidence.convergence run [--jobs 2] [--only NAME ...]   # resumes; skips finished runs
-    python -m fairseq_admin_evidence.convergence summarize --out docs/results/convergence
+    python -m fairseq_admin_evidence.convergence [--jobs 2] [--only NAME ...]   # resumes; skips finished runs
+    python -m fairseq_admin_evidence.convergence_summary --out docs/results/convergence
 
 Each run is ``recipes/run.sh multi30k METHOD LAYERS`` with one schedule for all (:data:`SCHEDULE`): the paper's
 initialization and optimizer (``PAPER_INIT=1``: fairseq 0.8's FFN init, padding counted, first batch profiled;
@@ -9,7 +9,7 @@ RAdam), Multi30k de→en, d 128 / ffn 512 / 4 heads. The schedule is the notes' 
 2048 tokens), where 18L Post-LN stalls early. fairseq's checkpoint_last and the recipe's markers make every run
 resumable: ``run`` again after an interruption and each run continues where it stopped.
 
-``summarize`` writes ``summary.json`` (one entry per planned run; runs not finished are listed with what they
+``convergence_summary`` writes ``summary.json`` (one entry per planned run; runs not finished are listed with what they
 reached and ``"finished": false``), ``curves_<depth>.csv`` / ``.png`` (validation nll of every run) and
 ``table.md`` (mean ± spread over seeds).
 """
@@ -23,7 +23,6 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
 
@@ -110,24 +109,14 @@ def run_all(runs: Sequence[Run], jobs: int, threads: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.convergence", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="run (or resume) the planned runs")
-    run_parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
-    run_parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    run_parser.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (names as in the plan)")
-    summary_parser = commands.add_parser("summarize", help="summary.json, curves and the table")
-    summary_parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "convergence")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (names as in the plan)")
     args = parser.parse_args(argv)
-    if args.command == "run":
-        runs = [run for run in PLAN if not args.only or run.name in args.only]
-        unknown = set(args.only or ()) - {run.name for run in PLAN}
-        if unknown:
-            parser.error(f"not in the plan: {', '.join(sorted(unknown))}; the plan: {', '.join(r.name for r in PLAN)}")
-        return run_all(runs, args.jobs, args.threads)
-    from fairseq_admin_evidence.convergence_summary import summarize
-
-    summarize(args.out)
-    return 0
+    unknown = set(args.only or ()) - {run.name for run in PLAN}
+    if unknown:
+        parser.error(f"not in the plan: {', '.join(sorted(unknown))}; the plan: {', '.join(r.name for r in PLAN)}")
+    return run_all([run for run in PLAN if not args.only or run.name in args.only], args.jobs, args.threads)
 
 
 if __name__ == "__main__":
