@@ -5,8 +5,9 @@
 #
 # Made for a bare GPU machine without network (Python 3.12, torch with CUDA): if fairseq is not
 # importable, it installs the wheels carried in .whl/ (fairseq-fixed and what it needs that such a
-# machine lacks; see scripts/gpu_check.py's docstring and the README of the check) into a private
-# folder first. The JSON says which parts held; exit status 0 only when all did.
+# machine lacks; see fairseq_admin_evidence/gpu_check.py's docstring and the README of the check) into a
+# private folder first, then runs `python -m fairseq_admin_evidence.gpu_check` from the repository root
+# (no install of fairseq-admin needed). The JSON says which parts held; exit status 0 only when all did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -26,4 +27,4 @@ if ! "$PYTHON" -c "import fairseq" >/dev/null 2>&1; then
   fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" scripts/gpu_check.py "$@"
+exec "$PYTHON" -m fairseq_admin_evidence.gpu_check "$@"

@@ -1,6 +1,7 @@
-"""The evidence scripts (scripts/*.py), each run once at toy size on real Multi30k so that they cannot rot.
+"""The evidence (``python -m fairseq_admin_evidence.NAME``), each run once at toy size on real Multi30k so that
+it cannot rot.
 
-The measurements themselves run outside CI (see docs/results.md); here each script must run end to
+The measurements themselves run outside CI (see docs/results.md); here each module must run end to
 end with real fairseq, write its CSV/JSON and PNG, and produce finite numbers.
 """
 
@@ -10,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +19,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+EVIDENCE = ("bench_cost", "bench_export", "gpu_check", "layer_dependency", "output_change", "profile_differences",
+            "stability")
+HELPERS = ("common", "data", "fairseq_logs", "figures", "in_process", "methods", "outputs", "regimes", "runs")
 
 
-def run_script(name: str, *args: str | os.PathLike) -> str:
-    command = [sys.executable, str(REPO / "scripts" / name), "--toy", *map(str, args)]
+def run_evidence(name: str, *args: str | os.PathLike) -> str:
+    """``python -m fairseq_admin_evidence.NAME --toy ARGS`` from the repository root; its stdout."""
+    command = [sys.executable, "-m", f"fairseq_admin_evidence.{name}", "--toy", *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     if result.returncode != 0:
@@ -36,8 +42,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def stability_out(data_bin: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stability")
-    stdout = run_script("stability.py", "--data", data_bin, "--out", out)
-    assert "| toy | Admin |" in stdout
+    stdout = run_evidence("stability", "--data", data_bin, "--out", out)
+    assert re.search(r"^\| toy +\| Admin +\|", stdout, re.MULTILINE), stdout
     return out
 
 
@@ -53,7 +59,7 @@ def test_stability(stability_out: Path) -> None:
 
 
 def test_layer_dependency(stability_out: Path, data_bin: Path, tmp_path: Path) -> None:
-    run_script("layer_dependency.py", "--data", data_bin, "--stability-dir", stability_out, "--out", tmp_path)
+    run_evidence("layer_dependency", "--data", data_bin, "--stability-dir", stability_out, "--out", tmp_path)
     rows = read_csv(tmp_path / "layer_dependency.csv")
     assert {(r["method"], r["stage"]) for r in rows} == {(m, s) for m in ("postln", "preln", "admin")
                                                          for s in ("init", "trained")}
@@ -62,7 +68,7 @@ def test_layer_dependency(stability_out: Path, data_bin: Path, tmp_path: Path) -
 
 
 def test_output_change(data_bin: Path, tmp_path: Path) -> None:
-    stdout = run_script("output_change.py", "--data", data_bin, "--out", tmp_path,
+    stdout = run_evidence("output_change", "--data", data_bin, "--out", tmp_path,
                         "--methods", "postln,preln,admin")
     assert "better fit" in stdout
     fits = json.loads((tmp_path / "fits.json").read_text())
@@ -72,7 +78,7 @@ def test_output_change(data_bin: Path, tmp_path: Path) -> None:
 
 
 def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
-    run_script("bench_cost.py", "--data", data_bin, "--out", tmp_path)
+    run_evidence("bench_cost", "--data", data_bin, "--out", tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["throughput"]["ratio_admin_over_stock"]["median"] > 0
     (row,) = summary["profiling"]
@@ -80,3 +86,21 @@ def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
     assert row["inproc_fwd_bwd_extra_kib"] >= 0
     for png in ("throughput.png", "profiling_memory.png"):
         assert (tmp_path / png).stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", EVIDENCE)
+def test_help(name: str) -> None:
+    result = subprocess.run([sys.executable, "-m", f"fairseq_admin_evidence.{name}", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"usage: python -m fairseq_admin_evidence.{name}" in result.stdout
+
+
+def test_imports_are_light() -> None:
+    """Importing the package, its helpers or a measurement loads none of torch, fairseq, matplotlib, numpy."""
+    modules = ", ".join(f"fairseq_admin_evidence.{name}" for name in (*HELPERS, *EVIDENCE))
+    code = (f"import sys, {modules}\n"
+            "print(sorted(m for m in ('torch', 'fairseq', 'matplotlib', 'numpy', 'tabulate') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"

@@ -1,9 +1,9 @@
 """The checks of fairseq-admin that need a GPU, in one run that prints ONE JSON object on stdout.
 
 CI has no GPU, so these run by hand on a GPU machine (``scripts/gpu_check.sh`` installs what is
-missing there from carried wheels first). Every part runs real ``fairseq-train`` processes; a part
-that fails is recorded in the JSON (``ok: false`` and the reason, the log's tail) and the next part
-still runs. Progress goes to stderr.
+missing there from carried wheels first, then runs this module from the repository root). Every part
+runs real ``fairseq-train`` processes; a part that fails is recorded in the JSON (``ok: false`` and the
+reason, the log's tail) and the next part still runs. Progress goes to stderr.
 
 * ``fp16_flat``: Admin under the flat ``--fp16`` path (fairseq's FP16Optimizer: one flat fp32 master
   copy, no ``--fp16-no-flatten-grads``), ``--optimizer radam`` and ``adam``: loss finite and going
@@ -15,8 +15,9 @@ still runs. Progress goes to stderr.
 * ``throughput``: Admin / stock ``transformer`` words/s (fairseq's ``wps``, intervals after the first)
   at the same dims, runs interleaved; also the whole-process wall-time ratio.
 
-    python scripts/gpu_check.py DATA_BIN [--cpu] [--out-dir DIR] [--parts a,b] [--budget-s 330]
-    python scripts/gpu_check.py DATA_BIN --parts throughput --reps 6 --throughput-updates 300   # ratio only
+    python -m fairseq_admin_evidence.gpu_check DATA_BIN [--cpu] [--out-dir DIR] [--parts a,b] [--budget-s 330]
+    # the throughput ratio only:
+    python -m fairseq_admin_evidence.gpu_check DATA_BIN --parts throughput --reps 6 --throughput-updates 300
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-USER_DIR = REPO / "fairseq_admin"
+from fairseq_admin_evidence.common import REPO
+from fairseq_admin_evidence.outputs import write_json
+from fairseq_admin_evidence.runs import USER_DIR
+
 PARTS = ("fp16_flat", "one_step", "profiling_100L", "throughput")
 
 # Runs fairseq-train in this Python and reports CUDA memory: the peak over the run, and, when Admin
@@ -391,8 +394,9 @@ def has_ffn_init() -> bool:
     return any('"ffn_init"' in p.read_text() or "--ffn-init" in p.read_text() for p in USER_DIR.glob("*.py"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.gpu_check",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="fairseq binarized data dir (joined dictionary), e.g. Multi30k de-en")
     parser.add_argument("--cpu", action="store_true", help="smoke run on CPU: tiny models, fp32, same code paths")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
@@ -406,16 +410,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None,
                         help="also write gpu_check.json and gpu_check_logs.tar.gz (every run's log) here")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    parts = [p for p in args.parts.split(",") if p]
-    unknown = sorted(set(parts) - set(PARTS))
+    args.parts = [p for p in args.parts.split(",") if p]
+    unknown = sorted(set(args.parts) - set(PARTS))
     if unknown:
         parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     if not any(args.data.glob("dict.*.txt")):
         parser.error(f"{args.data} holds no fairseq dictionary (dict.*.txt): pass a binarized data dir")
+    if args.work_dir is not None and args.work_dir.exists() and any(args.work_dir.iterdir()):
+        parser.error(f"--work-dir {args.work_dir} is not empty; the checks need fresh save dirs")
+    return args
+
+
+def make_config(args: argparse.Namespace, started: float) -> Config:
+    """The sizes of this run (GPU or --cpu), in a fresh work dir (--work-dir or a temporary one)."""
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    if work.exists() and any(work.iterdir()):
-        parser.error(f"--work-dir {work} is not empty; the checks need fresh save dirs")
     work.mkdir(parents=True, exist_ok=True)
     ffn_xavier = ["--ffn-init", "xavier"] if has_ffn_init() else []
     make = cpu_config if args.cpu else gpu_config
@@ -424,38 +432,55 @@ def main(argv: list[str] | None = None) -> int:
         cfg.reps = max(1, args.reps)
     if args.throughput_updates is not None:
         cfg.throughput_updates = max(2, args.throughput_updates)
+    return cfg
+
+
+PART_FUNCTIONS: dict[str, Callable[[Config, dict[str, Any]], dict[str, Any]]] = {
+    "fp16_flat": part_fp16_flat, "one_step": part_one_step, "profiling_100L": part_profiling_100l,
+    "throughput": part_throughput}
+
+
+def run_part(name: str, cfg: Config, shared: dict[str, Any]) -> dict[str, Any]:
+    """One part's result: ``ok`` and what it measured, or why it failed; never raises."""
+    progress(f"{name}: start ({cfg.remaining():.0f}s of the budget left)")
+    part_start = time.monotonic()
+    try:
+        result = {"ok": True, **PART_FUNCTIONS[name](cfg, shared)}
+    except PartFailed as err:
+        result = {"ok": False, "error": str(err), **err.facts}
+    except Exception as err:  # a bug or an environment problem: record it, run the next part
+        result = {"ok": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+    result["part_s"] = round(time.monotonic() - part_start, 1)
+    progress(f"{name}: {'ok' if result['ok'] else 'FAILED: ' + result['error'][:300]} ({result['part_s']}s)")
+    return result
+
+
+def write_out_dir(out_dir: Path, report: dict[str, Any], work: Path) -> None:
+    """gpu_check.json and, if any run wrote a log, gpu_check_logs.tar.gz."""
+    write_json(out_dir / "gpu_check.json", report, indent=1, default=str)
+    if (work / "logs").is_dir():
+        with tarfile.open(out_dir / "gpu_check_logs.tar.gz", "w:gz") as tar:
+            tar.add(work / "logs", arcname="logs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    args = parse_args(argv)
+    cfg = make_config(args, started)
     report: dict[str, Any] = {"check": "fairseq-admin gpu_check", "mode": "cpu smoke" if args.cpu else "gpu",
                               "data": str(args.data), "environment": environment(), "parts": {}}
     progress(f"environment: {json.dumps(report['environment'])}")
-    functions: dict[str, Callable[[Config, dict[str, Any]], dict[str, Any]]] = {
-        "fp16_flat": part_fp16_flat, "one_step": part_one_step, "profiling_100L": part_profiling_100l,
-        "throughput": part_throughput}
     shared: dict[str, Any] = {}
-    for name in parts:
-        progress(f"{name}: start ({cfg.remaining():.0f}s of the budget left)")
-        part_start = time.monotonic()
-        try:
-            result = {"ok": True, **functions[name](cfg, shared)}
-        except PartFailed as err:
-            result = {"ok": False, "error": str(err), **err.facts}
-        except Exception as err:  # a bug or an environment problem: record it, run the next part
-            result = {"ok": False, "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
-        result["part_s"] = round(time.monotonic() - part_start, 1)
-        report["parts"][name] = result
-        progress(f"{name}: {'ok' if result['ok'] else 'FAILED: ' + result['error'][:300]} ({result['part_s']}s)")
+    for name in args.parts:
+        report["parts"][name] = run_part(name, cfg, shared)
     report["ok"] = all(p["ok"] for p in report["parts"].values())
     report["total_s"] = round(time.monotonic() - started, 1)
     report["commands"] = cfg.log
-    text = json.dumps(report, indent=1, default=str)
     if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "gpu_check.json").write_text(text + "\n")
-        if (work / "logs").is_dir():
-            with tarfile.open(args.out_dir / "gpu_check_logs.tar.gz", "w:gz") as tar:
-                tar.add(work / "logs", arcname="logs")
+        write_out_dir(args.out_dir, report, cfg.work)
     if args.work_dir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    print(text, flush=True)
+        shutil.rmtree(cfg.work, ignore_errors=True)
+    print(json.dumps(report, indent=1, default=str), flush=True)
     return 0 if report["ok"] else 1
 
 

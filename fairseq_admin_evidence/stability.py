@@ -2,11 +2,11 @@
 
 The paper's claim: deep Post-LN fails to train well (it is unstable), Pre-LN trains but to a worse
 optimum, and Admin trains Post-LN stably. Each method here is a real ``fairseq-train`` subprocess
-(Admin: the profiling subprocess, then the adaptive training run), with the optimizer of
-/work/shared/notes/measured-stability.md so the stock numbers can be compared with those notes.
+(Admin: the profiling subprocess, then the adaptive training run), with the optimizer of the stock runs
+in :mod:`fairseq_admin_evidence.regimes` (measured-stability notes) so the stock numbers can be compared.
 
-    python scripts/stability.py                      # both regimes, 18L-18L d128 (~40+ min on 2 cores)
-    python scripts/stability.py --toy                # 2L, a few updates: what CI runs
+    python -m fairseq_admin_evidence.stability          # both regimes, 18L-18L d128 (~40+ min on 2 cores)
+    python -m fairseq_admin_evidence.stability --toy    # 2L, a few updates: what CI runs
 """
 
 from __future__ import annotations
@@ -15,70 +15,23 @@ import argparse
 import dataclasses
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _evidence_common import (
+from fairseq_admin_evidence.data import ensure_data
+from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log, value_at
+from fairseq_admin_evidence.figures import pyplot, save_figure
+from fairseq_admin_evidence.methods import (
     BASE_METHODS,
     COLORS,
-    RESULTS,
     available_methods,
-    ensure_data,
-    fairseq_train,
-    markdown_table,
     method_flags,
     model_flags,
     needs_profile,
-    parse_fairseq_log,
-    pyplot,
-    save_figure,
-    value_at,
-    write_csv,
-    write_json,
 )
-
-
-@dataclass(frozen=True)
-class Regime:
-    name: str
-    lr: float
-    warmup: int
-    max_tokens: int
-    max_update: int
-    validate_every: int
-    report_at: tuple[int, ...]  # updates at which the table reports the losses
-
-
-REGIMES = {
-    "A": Regime("A", 2e-3, 50, 2048, 150, 25, (40, 80, 150)),
-    "B": Regime("B", 1e-3, 300, 1024, 300, 50, (100, 200, 250, 300)),
-}
-# Stock runs of /work/shared/notes/measured-stability.md: the same data, model, optimizer, seed and regimes
-# (no validation there, which does not change the training run), training nll_loss at these updates.
-NOTES_STOCK_NLL = {
-    "A": {"postln": {40: 8.69, 80: 8.24, 150: 8.37}, "preln": {40: 8.13, 80: 7.15, 150: 6.70}},
-    "B": {"postln": {100: 9.54, 200: 8.26, 250: 7.91, 300: 7.65},
-          "preln": {100: 8.80, 200: 6.99, 250: 6.49, 300: 6.11}},
-}
-TOY_REGIME = Regime("toy", 2e-3, 4, 1024, 6, 3, (3, 6))
-
-
-def training_flags(regime: Regime, save_dir: Path, max_valid_steps: int, log_interval: int,
-                   seed: int = 1) -> list[str]:
-    """The notes' optimizer (adam, inverse_sqrt, label smoothing, seed 1) plus validation and one checkpoint."""
-    return [
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(regime.lr),
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(regime.warmup), "--warmup-init-lr", "1e-7",
-        "--max-tokens", str(regime.max_tokens), "--max-update", str(regime.max_update),
-        "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-        "--seed", str(seed), "--cpu", "--num-workers", "0",
-        "--log-format", "json", "--log-interval", str(log_interval), "--no-progress-bar",
-        "--validate-interval-updates", str(regime.validate_every), "--max-tokens-valid", "4096",
-        "--max-valid-steps", str(max_valid_steps),
-        "--save-dir", str(save_dir), "--no-epoch-checkpoints", "--no-save-optimizer-state",
-    ]
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.regimes import NOTES_STOCK_NLL, REGIMES, TOY_REGIME, Regime, training_flags
+from fairseq_admin_evidence.runs import fairseq_train
 
 
 def finished(log: Path) -> bool:
@@ -101,10 +54,10 @@ def run_method(data: Path, out: Path, regime: Regime, method: str, size: list[st
         profile = save_dir / "admin_profile.json"
         if profile.exists():
             profile.unlink()
-        seconds = fairseq_train([*common, "--init-type", "adaptive-profiling"], save_dir / "profile.log")
+        seconds = fairseq_train([*common, "--init-type", "adaptive-profiling"], save_dir / "profile.log").seconds
         print(f"  {regime.name}/{method}: profiled in {seconds:.0f}s", flush=True)
     print(f"  {regime.name}/{method}: training {regime.max_update} updates", flush=True)
-    seconds = fairseq_train([*common, *method_flags(method)], log)
+    seconds = fairseq_train([*common, *method_flags(method)], log).seconds
     print(f"  {regime.name}/{method}: done in {seconds:.0f}s", flush=True)
     return log
 
@@ -133,8 +86,9 @@ def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: di
     save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.stability",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "stability")
     parser.add_argument("--regimes", default="A,B")
@@ -159,53 +113,77 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-train", action="store_true",
                         help="only tabulate and plot the finished runs already in --out (skip the others)")
     args = parser.parse_args(argv)
-
     if args.toy:
         args.layers, args.dim, args.ffn, args.heads, args.log_interval = 2, 32, 64, 2, 1
-        regimes = [TOY_REGIME]
-    else:
-        regimes = [REGIMES[name] for name in args.regimes.split(",")]
+    return args
+
+
+def chosen_regimes(args: argparse.Namespace) -> list[Regime]:
+    """--regimes (or the toy regime), each cut at --max-update if given."""
+    regimes = [TOY_REGIME] if args.toy else [REGIMES[name] for name in args.regimes.split(",")]
     if args.max_update:
         regimes = [dataclasses.replace(r, max_update=args.max_update,
                                        report_at=tuple(u for u in r.report_at if u <= args.max_update))
                    for r in regimes]
+    return regimes
+
+
+def method_summary(regime: Regime, train: list[dict], valid: list[dict]) -> dict[str, Any]:
+    """What the table and summary.json report of one run."""
+    last_valid = valid[-1] if valid else {"update": 0, "nll_loss": math.nan, "loss": math.nan}
+    return {"train_nll_at": {u: value_at(train, u, "nll_loss") for u in regime.report_at},
+            "final_valid_nll": last_valid["nll_loss"], "final_valid_loss": last_valid["loss"],
+            "final_valid_update": last_valid["update"],
+            "min_train_nll": min((r["nll_loss"] for r in train), default=math.nan)}
+
+
+def notes_rows(regime: Regime, curves: dict[str, Any]) -> list[list[Any]]:
+    """Table rows of the notes' stock numbers for the methods not run here."""
+    return [[regime.name, f"{BASE_METHODS[method][0]} (notes)", *[points.get(u, math.nan) for u in regime.report_at],
+             math.nan]
+            for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if method not in curves]
+
+
+def run_regime(args: argparse.Namespace, regime: Regime, data: Path, methods: list[str], labels: dict[str, str],
+               notes: bool) -> tuple[list[dict], dict[str, Any]]:
+    """Train (or reuse) every method in one regime, plot it and print its table; (CSV rows, summary)."""
+    print(f"regime {regime}", flush=True)
+    size = model_flags(args.layers, args.dim, args.ffn, args.heads)
+    rows, table, summary, curves = [], [], {}, {}
+    for method in methods:
+        if args.no_train and not finished(args.out / regime.name / method / "train.log"):
+            print(f"  {regime.name}/{method}: no finished run, skipped (--no-train)", flush=True)
+            continue
+        log = run_method(data, args.out, regime, method, size, args.max_valid_steps, args.log_interval,
+                         args.force, args.seed)
+        train, valid = parse_fairseq_log(log)
+        curves[method] = (train, valid)
+        rows += [{"regime": regime.name, "method": method, "split": "train", **r} for r in train]
+        rows += [{"regime": regime.name, "method": method, "split": "valid", **r} for r in valid]
+        summary[method] = method_summary(regime, train, valid)
+        table.append([regime.name, labels[method], *summary[method]["train_nll_at"].values(),
+                      summary[method]["final_valid_nll"]])
+    if curves:
+        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png", notes, args.seed)
+        table += notes_rows(regime, curves) if notes else []
+        header = ["regime", "method", *[f"train nll u{u}" for u in regime.report_at], "valid nll (last)"]
+        print(markdown_table(header, table), flush=True)
+    return rows, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    regimes = chosen_regimes(args)
     data = args.data or ensure_data()
     methods = args.methods.split(",")
     labels = {m: available_methods()[m][0] for m in methods}
-    size = model_flags(args.layers, args.dim, args.ffn, args.heads)
     notes = not args.no_notes and args.seed == 1 and not args.toy  # the notes are seed 1 at 18L-18L d128
-
-    rows, table_rows, summary = [], [], {}
+    rows, summary = [], {}
     for regime in regimes:
-        print(f"regime {regime}", flush=True)
-        curves = {}
-        for method in methods:
-            if args.no_train and not finished(args.out / regime.name / method / "train.log"):
-                print(f"  {regime.name}/{method}: no finished run, skipped (--no-train)", flush=True)
-                continue
-            log = run_method(data, args.out, regime, method, size, args.max_valid_steps, args.log_interval,
-                             args.force, args.seed)
-            train, valid = parse_fairseq_log(log)
-            curves[method] = (train, valid)
-            rows += [{"regime": regime.name, "method": method, "split": "train", **r} for r in train]
-            rows += [{"regime": regime.name, "method": method, "split": "valid", **r} for r in valid]
-            at = {u: value_at(train, u, "nll_loss") for u in regime.report_at}
-            last_valid = valid[-1] if valid else {"update": 0, "nll_loss": math.nan, "loss": math.nan}
-            summary.setdefault(regime.name, {})[method] = {
-                "train_nll_at": at, "final_valid_nll": last_valid["nll_loss"],
-                "final_valid_loss": last_valid["loss"], "final_valid_update": last_valid["update"],
-                "min_train_nll": min((r["nll_loss"] for r in train), default=math.nan),
-            }
-            table_rows.append([regime.name, labels[method], *at.values(), last_valid["nll_loss"]])
-        if not curves:
-            continue
-        plot_regime(regime, curves, labels, args.out / f"stability_{regime.name}.png", notes, args.seed)
-        for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if notes else []:
-            if method not in curves:
-                table_rows.append([regime.name, f"{BASE_METHODS[method][0]} (notes)",
-                                   *[points.get(u, math.nan) for u in regime.report_at], math.nan])
-        header = ["regime", "method", *[f"train nll u{u}" for u in regime.report_at], "valid nll (last)"]
-        print(markdown_table(header, [r for r in table_rows if r[0] == regime.name]), flush=True)
+        regime_rows, regime_summary = run_regime(args, regime, data, methods, labels, notes)
+        rows += regime_rows
+        if regime_summary:
+            summary[regime.name] = regime_summary
     write_csv(args.out / "curves.csv", rows)
     write_json(args.out / "summary.json", {
         "model": {"layers": args.layers, "dim": args.dim, "ffn": args.ffn, "heads": args.heads},

@@ -16,11 +16,11 @@ brings it down to O(log N). Here, per method and depth:
   on the first validation batches; the reported value is the mean over non-padding target tokens of
   ‖F(x, W) − F(x, W*)‖² (summed over channels), averaged over seeds.
 
-Then both ``a + b·N`` and ``a + b·ln N`` are fitted by least squares per method; the better R² says
+Then both ``a + b·N`` and ``a + b·ln N`` are fitted by least squares (``numpy.polyfit``) per method; the better R² says
 which growth the measurements follow. A log-log slope (Δ ∝ N^p) is reported too.
 
-    python scripts/output_change.py                       # depths 6..48, d_model 64, seeds 1-3, lr 1e-5
-    python scripts/output_change.py --toy                 # CI size (depths 1, 2)
+    python -m fairseq_admin_evidence.output_change    # depths 6..48, d_model 64, seeds 1-3, lr 1e-5
+    python -m fairseq_admin_evidence.output_change --toy    # CI size (depths 1, 2)
 """
 
 from __future__ import annotations
@@ -32,24 +32,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import torch
-
-from _evidence_common import (
-    COLORS,
-    RESULTS,
-    available_methods,
-    batches,
-    build_in_process,
-    ensure_data,
-    markdown_table,
-    model_flags,
-    pyplot,
-    save_figure,
-    write_csv,
-    write_json,
-)
+from fairseq_admin_evidence.data import ensure_data
+from fairseq_admin_evidence.figures import pyplot, save_figure
+from fairseq_admin_evidence.in_process import batches, build_in_process
+from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 
 
 def make_admin(model: Any, args: Any, task: Any) -> None:
@@ -60,20 +47,24 @@ def make_admin(model: Any, args: Any, task: Any) -> None:
     apply_profile(model, profile_model(model, args, task), trainable=True)
 
 
-@torch.no_grad()
-def features(model: Any, samples: list[dict]) -> list[torch.Tensor]:
-    """Decoder output features per batch, padding positions zeroed."""
+def features(model: Any, samples: list[dict]) -> list[Any]:
+    """Decoder output features per batch (float64 tensors), padding positions zeroed."""
+    import torch
+
     out = []
-    for sample in samples:
-        x, _ = model(**sample["net_input"], features_only=True)
-        mask = sample["target"].ne(1).unsqueeze(-1)  # fairseq's pad index is 1
-        out.append((x * mask).double())
+    with torch.no_grad():
+        for sample in samples:
+            x, _ = model(**sample["net_input"], features_only=True)
+            mask = sample["target"].ne(1).unsqueeze(-1)  # fairseq's pad index is 1
+            out.append((x * mask).double())
     return out
 
 
 def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, heads: int, seed: int, lr: float,
                   max_tokens: int, eval_batches: int, batch_seed: int | None) -> dict[str, float]:
     """One measurement: build, (profile,) update once, compare outputs."""
+    import torch
+
     _, init_type, extra = available_methods()[method]
     built_as = "default" if init_type == "adaptive" else init_type  # comparators: fairseq's build_model sets them
     argv = [str(data), *model_flags(layers, dim, ffn, heads), *extra, "--init-type", built_as,
@@ -104,14 +95,16 @@ def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, head
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
-    """Least squares y = a + b x; returns (a, b, R²)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
-    a = my - b * mx
-    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    ss_tot = sum((y - my) ** 2 for y in ys)
+    """Least squares y = a + b x (numpy.polyfit); returns (a, b, R²)."""
+    import numpy as np
+
+    x, y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if np.ptp(x) == 0:  # one depth: no slope to fit
+        a, b = float(y.mean()), 0.0
+    else:
+        b, a = (float(c) for c in np.polyfit(x, y, 1))
+    ss_res = float(np.sum((y - a - b * x) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
     return a, b, 1 - ss_res / ss_tot if ss_tot else float("nan")
 
 
@@ -125,8 +118,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return [{k: (v if k == "method" else int(v) if k in ints else float(v)) for k, v in r.items()} for r in rows]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.output_change",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "output_change")
     parser.add_argument("--methods", default=None,
@@ -148,18 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.toy:
         args.depths, args.dim, args.ffn, args.heads, args.seeds, args.eval_batches = "1,2", 32, 64, 2, "1", 1
-    torch.set_num_threads(1)
-    data = args.data or (ensure_data() if args.from_csv is None else Path())
-    methods = args.methods.split(",") if args.methods else list(available_methods())
-    depths = [int(d) for d in args.depths.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    return args
 
-    rows = [] if args.from_csv is None else read_rows(args.from_csv)
-    if rows:
-        depths = sorted({r["layers"] for r in rows})
-        seeds = sorted({r["seed"] for r in rows})
-        methods = list(dict.fromkeys(r["method"] for r in rows))
-    for layers in depths if not rows else []:
+
+def measure_all(args: argparse.Namespace, methods: list[str], depths: list[int],
+                seeds: list[int]) -> list[dict[str, Any]]:
+    """One row per depth, method and seed, depth by depth."""
+    data = args.data or ensure_data()
+    rows = []
+    for layers in depths:
         for method in methods:
             for seed in seeds:
                 row = output_change(data, method, layers, args.dim, args.ffn, args.heads, seed, args.lr,
@@ -167,33 +158,31 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"  N={layers:>3} {method:>7} seed {seed}: ‖ΔF‖² {row['output_change']:.4g} "
                       f"(relative {row['relative_change']:.3g}, {row['seconds']:.1f}s)", flush=True)
-    write_csv(args.out / "output_change.csv", rows)
+    return rows
 
-    labels = {m: available_methods()[m][0] for m in methods}
-    mean = {m: [sum(r["output_change"] for r in rows if r["method"] == m and r["layers"] == n) / len(seeds)
-                for n in depths] for m in methods}
+
+def fit_growth(mean: dict[str, list[float]], depths: list[int], labels: dict[str, str]
+               ) -> tuple[dict[str, Any], list[list[Any]]]:
+    """Per method: fits against N, ln N and log-log; (fits for fits.json, table rows)."""
     fits, table = {}, []
-    for m in methods:
-        lin = fit([float(n) for n in depths], mean[m])
-        log = fit([math.log(n) for n in depths], mean[m])
-        power = fit([math.log(n) for n in depths], [math.log(max(v, 1e-30)) for v in mean[m]])
+    for m, values in mean.items():
+        lin = fit([float(n) for n in depths], values)
+        log = fit([math.log(n) for n in depths], values)
+        power = fit([math.log(n) for n in depths], [math.log(max(v, 1e-30)) for v in values])
         better = "N" if lin[2] > log[2] else "log N"
         fits[m] = {"linear": {"a": lin[0], "b": lin[1], "r2": lin[2]}, "log": {"a": log[0], "b": log[1], "r2": log[2]},
                    "power_exponent": power[1], "better_fit": better}
-        table.append([labels[m], *mean[m], lin[2], log[2], power[1], better])
-    header = ["method", *[f"N={n}" for n in depths], "R² vs N", "R² vs ln N", "slope log-log", "better fit"]
-    print(markdown_table(header, table), flush=True)
-    ratio = {m: [v / a if a else math.nan for v, a in zip(mean[m], mean["admin"], strict=True)] for m in methods} \
-        if "admin" in mean else {}
-    write_json(args.out / "fits.json", {"depths": depths, "seeds": seeds, "dim": args.dim, "ffn": args.ffn,
-                                        "lr": args.lr, "batch_seed": args.batch_seed, "mean_output_change": mean,
-                                        "ratio_to_admin": ratio, "fits": fits})
+        table.append([labels[m], *values, lin[2], log[2], power[1], better])
+    return fits, table
 
+
+def plot(mean: dict[str, list[float]], depths: list[int], labels: dict[str, str], seeds: list[int],
+         args: argparse.Namespace) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for m in methods:
+    for m, values in mean.items():
         for ax in axes:
-            ax.plot(depths, mean[m], "o-", label=labels[m], color=COLORS.get(m))
+            ax.plot(depths, values, "o-", label=labels[m], color=COLORS.get(m))
     axes[0].set_title("output change after one Adam step")
     axes[1].set_title("same, log-log axes")
     axes[1].set_xscale("log")
@@ -206,6 +195,37 @@ def main(argv: list[str] | None = None) -> int:
     seed_list = ",".join(map(str, seeds))
     fig.suptitle(f"Multi30k, d_model {args.dim}, ffn {args.ffn}, Adam lr {args.lr:g}, seeds {seed_list}")
     save_figure(fig, args.out / "output_change.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    methods = args.methods.split(",") if args.methods else list(available_methods())
+    depths = [int(d) for d in args.depths.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [] if args.from_csv is None else read_rows(args.from_csv)
+    if rows:
+        depths = sorted({r["layers"] for r in rows})
+        seeds = sorted({r["seed"] for r in rows})
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+    elif args.from_csv is None:
+        rows = measure_all(args, methods, depths, seeds)
+    write_csv(args.out / "output_change.csv", rows)
+
+    labels = {m: available_methods()[m][0] for m in methods}
+    mean = {m: [sum(r["output_change"] for r in rows if r["method"] == m and r["layers"] == n) / len(seeds)
+                for n in depths] for m in methods}
+    fits, table = fit_growth(mean, depths, labels)
+    header = ["method", *[f"N={n}" for n in depths], "R² vs N", "R² vs ln N", "slope log-log", "better fit"]
+    print(markdown_table(header, table), flush=True)
+    ratio = {m: [v / a if a else math.nan for v, a in zip(mean[m], mean["admin"], strict=True)] for m in methods} \
+        if "admin" in mean else {}
+    write_json(args.out / "fits.json", {"depths": depths, "seeds": seeds, "dim": args.dim, "ffn": args.ffn,
+                                        "lr": args.lr, "batch_seed": args.batch_seed, "mean_output_change": mean,
+                                        "ratio_to_admin": ratio, "fits": fits})
+    plot(mean, depths, labels, seeds, args)
     print(f"wrote {args.out}/output_change.csv, fits.json, output_change.png", flush=True)
     return 0
 

@@ -5,25 +5,26 @@ shared machine hits both alike), and reads fairseq's own "Translated ... tokens/
 time only, model loading excluded). Writes ``runs.csv`` and ``summary.json`` into --results-dir;
 the summary has the exported/plugin tokens/s ratio per repeat with its min/median/max.
 
-    python scripts/bench_export.py --checkpoint CKPT.pt --data DATA_BIN --results-dir results/bench_export
+    python -m fairseq_admin_evidence.bench_export --checkpoint CKPT.pt --data DATA_BIN \\
+        --results-dir results/bench_export
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import re
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from fairseq_admin_evidence.common import REPO
+from fairseq_admin_evidence.outputs import RESULTS, write_csv, write_json
+from fairseq_admin_evidence.runs import BIN, USER_DIR
+
 TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s .* ([\d.]+) tokens/s\)")
 
 
@@ -31,7 +32,7 @@ def generate(checkpoint: Path, data: Path, plugin: bool, options: argparse.Names
     command = [str(BIN / "fairseq-generate"), str(data), "--path", str(checkpoint), "--gen-subset", options.subset,
                "--beam", str(options.beam), "--batch-size", str(options.batch_size), "--max-len-b", "50"]
     if plugin:
-        command += ["--user-dir", str(REPO / "fairseq_admin")]
+        command += ["--user-dir", str(USER_DIR)]
     if options.cpu:
         command.append("--cpu")
     env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
@@ -55,25 +56,23 @@ def generate(checkpoint: Path, data: Path, plugin: bool, options: argparse.Names
             "hypotheses": hyps}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.bench_export",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="trained transformer_admin checkpoint")
     parser.add_argument("--data", type=Path, required=True, help="binarized data dir (fairseq-generate's DATA)")
-    parser.add_argument("--results-dir", type=Path, default=REPO / "results" / "bench_export")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS / "bench_export")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--beam", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--subset", default="test")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for fairseq-generate")
     parser.add_argument("--cpu", action="store_true", help="pass --cpu to fairseq-generate")
-    options = parser.parse_args()
+    return parser.parse_args(argv)
 
-    from fairseq_admin.export import export
 
-    options.results_dir.mkdir(parents=True, exist_ok=True)
-    exported = options.results_dir / "exported_stock_transformer.pt"
-    export(str(options.checkpoint), str(exported))
-
+def interleaved(options: argparse.Namespace, exported: Path) -> tuple[list[dict], list[float], list[float]]:
+    """Plugin and exported model, the order alternating per repeat; (rows, tokens/s ratios, CPU-seconds ratios)."""
     rows, ratios, cpu_ratios = [], [], []
     for repeat in range(options.repeats):
         order = [("plugin", True), ("exported", False)]
@@ -93,12 +92,19 @@ def main() -> None:
         ratios.append(speed["exported"] / speed["plugin"])
         cpu = {r["variant"]: r["process_cpu_seconds"] for r in rows[-2:]}
         cpu_ratios.append(cpu["plugin"] / cpu["exported"])
+    return rows, ratios, cpu_ratios
 
-    with open(options.results_dir / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    from fairseq_admin.export import export
+
+    exported = options.results_dir / "exported_stock_transformer.pt"
+    options.results_dir.mkdir(parents=True, exist_ok=True)
+    export(str(options.checkpoint), str(exported))
+    rows, ratios, cpu_ratios = interleaved(options, exported)
+    write_csv(options.results_dir / "runs.csv", rows)
+    summary: dict[str, Any] = {
         "checkpoint": str(options.checkpoint),
         "data": str(options.data),
         "subset": options.subset,
@@ -113,7 +119,7 @@ def main() -> None:
         "cpu_ratio_plugin_over_exported": {"per_repeat": cpu_ratios, "min": min(cpu_ratios),
                                            "median": statistics.median(cpu_ratios), "max": max(cpu_ratios)},
     }
-    (options.results_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(options.results_dir / "summary.json", summary, indent=1)
     r = summary["ratio_exported_over_plugin"]
     print(f"exported/plugin tokens/s: median {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f}) "
           f"over {options.repeats} repeats -> {options.results_dir}")

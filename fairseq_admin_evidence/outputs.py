@@ -1,0 +1,49 @@
+"""What the measurements write and print: CSV and JSON files (written atomically) and markdown tables."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from fairseq_admin_evidence.common import REPO
+from fairseq_admin_tools.files import write_atomically
+
+RESULTS = REPO / "results"
+"""Where each measurement writes by default (``results/<name>``; the published ones are in docs/results)."""
+
+
+def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Rows as CSV, the first row's keys as the header."""
+    rows = list(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0].keys()) if rows else [])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(str(path), text.getvalue())
+
+
+def write_json(path: Path, value: Any, indent: int = 2, default: Any = None) -> None:
+    write_atomically(str(path), json.dumps(value, indent=indent, default=default) + "\n")
+
+
+def _cell(value: Any) -> str:
+    """Floats with 3 significant decimals (more digits in scientific form when very small or large)."""
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e4 else f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table, numbers right-aligned. Printed and pasted into docs."""
+    from tabulate import tabulate
+
+    rows = [list(row) for row in rows]
+    numeric = [bool(rows) and all(isinstance(row[i], int | float) for row in rows) for i in range(len(header))]
+    return tabulate([[_cell(v) for v in row] for row in rows], headers=list(header), tablefmt="github",
+                    disable_numparse=True, colalign=["right" if n else "left" for n in numeric])
