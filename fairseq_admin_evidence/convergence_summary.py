@@ -88,9 +88,9 @@ def read_log(path: Path) -> tuple[dict[int, float], int | None, int | None, bool
     return valid, updates, epochs, not_finite
 
 
-def summarize_run(run: Run) -> RunSummary:
-    result_path = RESULTS / f"{run.name}.json"
-    log_path = LOGS / f"{run.name}.log"
+def summarize_run(run: Run, logs: Path = LOGS, results: Path = RESULTS) -> RunSummary:
+    result_path = results / f"{run.name}.json"
+    log_path = logs / f"{run.name}.log"
     summary = RunSummary(run.name, run.method, run.layers, run.layers, run.seed, finished=result_path.exists())
     if log_path.exists():
         valid, summary.updates, summary.epochs, not_finite = read_log(log_path)
@@ -98,7 +98,9 @@ def summarize_run(run: Run) -> RunSummary:
         if valid:
             summary.best_valid_nll = min(valid.values())
             summary.last_valid_nll = summary.valid_curve[-1][1]
-            summary.diverged = not_finite or summary.best_valid_nll > STALLED_NLL
+            # judged at the end: a running run is "diverged" only once its loss went non-finite
+            stalled = summary.best_valid_nll > STALLED_NLL if summary.finished else None
+            summary.diverged = True if not_finite else stalled
     if summary.finished:
         result = json.loads(result_path.read_text(encoding="utf-8"))
         summary.sacrebleu = result["sacrebleu"]["score"]
@@ -149,10 +151,10 @@ def plot_curves(runs: list[RunSummary], layers: int, out: Path) -> None:
     save_figure(fig, out / f"curves_{layers}L.png")
 
 
-def summarize(out: Path) -> list[RunSummary]:
+def summarize(out: Path, logs: Path = LOGS, results: Path = RESULTS) -> list[RunSummary]:
     """Write summary.json, curves_<depth>L.{csv,png} and table.md into ``out``; print the table."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = [summarize_run(run) for run in PLAN]
+    runs = [summarize_run(run, logs, results) for run in PLAN]
     write_json(out / "summary.json", {"schedule": SCHEDULE, "stalled_above_nll": STALLED_NLL,
                                       "runs": [asdict(run) for run in runs]})
     for layers in sorted({run.layers for run in PLAN}):
@@ -171,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.convergence_summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "convergence")
-    summarize(parser.parse_args(argv).out)
+    parser.add_argument("--logs", type=Path, default=LOGS, help="the runs' recipe logs")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the runs' result JSONs")
+    args = parser.parse_args(argv)
+    summarize(args.out, args.logs, args.results)
 
 
 if __name__ == "__main__":

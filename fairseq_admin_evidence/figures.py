@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fairseq_admin_tools.files import AtomicFile
+
 
 def pyplot():
     """matplotlib.pyplot with a file-only backend (no display on the CPU box or in CI)."""
@@ -26,5 +28,6 @@ def save_figure(fig: Any, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with AtomicFile(str(path), "wb") as out:
+        fig.savefig(out, dpi=110, format="png")
     plt.close(fig)

@@ -11,7 +11,8 @@ The paper's figure ("|F(x0,W) − F(x0,W+δ)|²", Post-LN O(N), Admin / Pre-LN O
   (embeddings and all weight matrices; we also leave out DeepNorm's and ReZero's shortcut scales);
 * at each encoder sub-layer (attention, FFN) the input of its branch function f, normalized per token by its
   standard deviation (for Pre-LN that is after the sub-layer's LayerNorm); the statistic is the squared
-  Frobenius norm of the difference over the whole T×B×C batch, padding included;
+  Frobenius norm of the difference over the whole T×B×C batch, padding included (a padding position's zero
+  embedding, whose normalization is 0/0, counts as 0);
 * plotted against the sub-layer index k = 1..2N: sub-layer k of a deep encoder is where a k-sub-layer one ends.
 
 The paper fits nothing (its two panels use linear and log-x axes); we fit ``a + b·k`` and ``a + b·ln k`` by
@@ -19,7 +20,7 @@ least squares over k per method and give both R². Several perturbation seeds ar
 The one-update protocol of :mod:`fairseq_admin_evidence.output_change` is kept beside it.
 
     python -m fairseq_admin_evidence.output_change_paper                 # 100L encoder, d 512, δ 1e-4
-    python -m fairseq_admin_evidence.output_change_paper --layers 2 --dim 32 --ffn 64 --heads 4   # toy
+    python -m fairseq_admin_evidence.output_change_paper --toy         # CI size
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def branch_inputs(model: Any, sample: dict[str, Any]) -> list[Any]:
 
     def keep(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         x = (args[0] if args else kwargs["query"]).double()  # fairseq calls self-attention with query=...
-        captured.append(x / x.std(dim=-1, keepdim=True))
+        std = x.std(dim=-1, keepdim=True)
+        # padding positions enter the first sub-layer as zero vectors (std 0, 0/0 in the original): they count as 0
+        captured.append(torch.where(std > 0, x / std, torch.zeros_like(x)))
 
     handles = []
     for layer in model.encoder.layers:
@@ -181,7 +184,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delta", type=float, default=1e-4, help="perturbation size per element")
     parser.add_argument("--perturbations", type=int, default=3, help="perturbation seeds averaged")
     parser.add_argument("--seed", type=int, default=1, help="model initialization and batch seed")
-    return parser.parse_args(argv)
+    parser.add_argument("--toy", action="store_true", help="2 layers, d 32, 2 perturbations, 1024 tokens (CI)")
+    args = parser.parse_args(argv)
+    if args.toy:
+        args.layers, args.dim, args.ffn, args.heads, args.perturbations, args.max_tokens = 2, 32, 64, 4, 2, 1024
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EVIDENCE = ("bench_cost", "bench_export", "gpu_check", "layer_dependency", "output_change", "profile_differences",
-            "stability")
+EVIDENCE = ("bench_cost", "bench_export", "convergence", "convergence_summary", "gpu_check", "layer_dependency",
+            "output_change", "output_change_paper", "profile_differences", "stability")
 HELPERS = ("common", "data", "fairseq_logs", "figures", "in_process", "methods", "outputs", "regimes", "runs")
 
 
@@ -75,6 +75,63 @@ def test_output_change(data_bin: Path, tmp_path: Path) -> None:
     for method in ("postln", "preln", "admin"):
         assert all(v > 0 and math.isfinite(v) for v in fits["mean_output_change"][method])
     assert (tmp_path / "output_change.png").stat().st_size > 0
+
+
+def _mean_change(rows: list[dict[str, str]], method: str, sub_layer: int) -> float:
+    values = [float(r["output_change"]) for r in rows if r["method"] == method and int(r["sub_layer"]) == sub_layer]
+    return sum(values) / len(values)
+
+
+def test_output_change_paper(data_bin: Path, tmp_path: Path) -> None:
+    run_evidence("output_change_paper", "--data", data_bin, "--out", tmp_path)
+    rows = read_csv(tmp_path / "output_change_paper.csv")
+    methods = {"postln", "preln", "admin", "admin-closed-form", "deepnorm"}
+    assert {r["method"] for r in rows} == methods
+    assert len(rows) == len(methods) * 4 * 2  # 2 layers x 2 sub-layers, 2 perturbations
+    assert all(0 < float(r["output_change"]) < math.inf for r in rows)
+    # Admin and Post-LN share the initialization, the perturbation and ω_1 = 1, so the first two sub-layers see the
+    # same inputs; from the third on, Admin's ω_2 > 1 makes them differ.
+    for k in (1, 2):
+        assert _mean_change(rows, "admin", k) == pytest.approx(_mean_change(rows, "postln", k), rel=1e-9)
+    assert _mean_change(rows, "admin", 3) != pytest.approx(_mean_change(rows, "postln", 3), rel=1e-3)
+    fits = json.loads((tmp_path / "output_change_paper.json").read_text())["fits"]
+    assert {f["method"] for f in fits} == methods and all(f["better"] in ("N", "log N") for f in fits)
+    assert (tmp_path / "output_change_paper.png").stat().st_size > 0
+
+
+LOG_LINES = """\
+2026-11-26 08:58:09 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.677 | nll_loss 8.017 | ppl 259.05 | wps 1421.7 | wpb 1330.2 | bsz 84 | num_updates 50
+2026-11-26 09:05:07 | INFO | train_inner | epoch 001:    100 / 263 loss=9.973, nll_loss=9.468, ppl=708.13, wps=276.9, ups=0.16, wpb=1692.7, bsz=106.2, num_updates=100, lr=0.00141421, gnorm=1.346, train_wall=593, wall=610
+2026-11-26 09:05:47 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.223 | nll_loss 7.426 | ppl 171.94 | wps 385.5 | wpb 1330.2 | bsz 84 | num_updates 100 | best_loss 8.223
+2026-11-26 09:13:54 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 8.159 | nll_loss 7.351 | ppl 163.25 | wps 1437.2 | wpb 1330.2 | bsz 84 | num_updates 150 | best_loss 8.159
+"""  # noqa: E501  (fairseq-train's simple-format lines, as a recipe log holds them)
+
+
+def test_convergence_summary_reports_unfinished_runs_as_such(tmp_path: Path) -> None:
+    from fairseq_admin_evidence.convergence import PLAN
+
+    logs, results, out = tmp_path / "logs", tmp_path / "results", tmp_path / "out"
+    logs.mkdir()
+    results.mkdir()
+    running, finished = PLAN[0].name, PLAN[1].name
+    (logs / f"{running}.log").write_text(LOG_LINES)
+    (logs / f"{finished}.log").write_text(LOG_LINES.replace("nll_loss 7.351", "nll_loss 7.001"))
+    (results / f"{finished}.json").write_text(json.dumps({"sacrebleu": {"score": 12.5, "signature": "nrefs:1|x"},
+                                                          "tokenized_bleu": {"score": 13.0}}))
+    result = subprocess.run([sys.executable, "-m", "fairseq_admin_evidence.convergence_summary", "--out", str(out),
+                             "--logs", str(logs), "--results", str(results)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = {r["name"]: r for r in json.loads((out / "summary.json").read_text())["runs"]}
+    assert set(runs) == {run.name for run in PLAN}
+    assert [name for name, r in runs.items() if r["finished"]] == [finished]
+    assert runs[running]["updates"] == 150 and runs[running]["best_valid_nll"] == 7.351
+    assert runs[running]["sacrebleu"] is None and runs[running]["diverged"] is None  # judged when finished
+    assert runs[finished]["sacrebleu"] == 12.5 and runs[finished]["best_valid_nll"] == 7.001
+    assert runs[finished]["diverged"] is True  # finished above 6 nats: stalled
+    assert runs[PLAN[2].name]["updates"] is None  # not started: listed, nothing made up
+    assert "1 of 2" in (out / "table.md").read_text()
+    assert (out / "curves_18L.png").stat().st_size > 0
 
 
 def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
