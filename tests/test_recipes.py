@@ -202,6 +202,28 @@ def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
     assert generate.cpu and generate.post_process == "sentencepiece"
 
 
+@pytest.mark.parametrize("method", ["admin-closed-form", "deepnorm", "rezero"])
+def test_comparator_methods_train_with_their_init_type_and_no_profile(method: str) -> None:
+    commands = dry_run("multi30k", method, "18", env={"NGPUS": "0"})
+    parsed = check_commands(commands)
+    (train,) = parsed["fairseq-train"]  # no profiling run
+    assert train.init_type == method and not train.encoder_normalize_before and train.encoder_layers == 18
+
+
+def test_multi30k_paper_init_and_epoch_checkpoints() -> None:
+    """PAPER_INIT=1: the paper's init and profiling; SAVE_INTERVAL_UPDATES=0 / MAX_UPDATE=0: epochs decide."""
+    env = {"NGPUS": "0", "PAPER_INIT": "1", "SAVE_INTERVAL_UPDATES": "0", "MAX_UPDATE": "0"}
+    parsed = check_commands(dry_run("multi30k", "admin", "18", env=env))
+    profile, train = parsed["fairseq-train"]
+    assert profile.ffn_init == train.ffn_init == "xavier"
+    assert profile.admin_profile_padding == train.admin_profile_padding == "include"
+    assert profile.admin_profile_tokens == 1 and train.max_update == 0 and train.save_interval_updates == 0
+    average = next(c for c in dry_run("multi30k", "admin", "18", env=env) if c[0] == "fairseq-admin-average")
+    assert "--num-epoch-checkpoints" in average and "--num-update-checkpoints" not in average
+    default = check_commands(dry_run("multi30k", "admin", "18", env={"NGPUS": "0"}))["fairseq-train"][-1]
+    assert default.ffn_init == "default" and default.save_interval_updates == 50
+
+
 @pytest.mark.parametrize("args,env,message", [
     (["nosuchtask", "admin", "6"], {}, "unknown task"),
     (["multi30k", "fixup", "6"], {}, "unknown method"),
