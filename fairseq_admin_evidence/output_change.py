@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import pyplot, save_figure
+from fairseq_admin_evidence.figures import linear_and_log_panels, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
@@ -178,20 +178,9 @@ def fit_growth(mean: dict[str, list[float]], depths: list[int], labels: dict[str
 
 def plot(mean: dict[str, list[float]], depths: list[int], labels: dict[str, str], seeds: list[int],
          args: argparse.Namespace) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for m, values in mean.items():
-        for ax in axes:
-            ax.plot(depths, values, "o-", label=labels[m], color=COLORS.get(m))
-    axes[0].set_title("output change after one Adam step")
-    axes[1].set_title("same, log-log axes")
-    axes[1].set_xscale("log")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("layers per side N (N-N encoder-decoder)")
-        ax.set_ylabel("E‖F(x,W) − F(x,W*)‖² per token")
-        ax.grid(alpha=0.3)
-        ax.legend()
+    curves = [(labels[m], depths, values, COLORS.get(m)) for m, values in mean.items()]
+    fig = linear_and_log_panels(curves, "layers per side N (N-N encoder-decoder)", "E‖F(x,W) − F(x,W*)‖² per token",
+                                ("output change after one Adam step", "same, log-log axes"), log_y=True, style="o-")
     seed_list = ",".join(map(str, seeds))
     fig.suptitle(f"Multi30k, d_model {args.dim}, ffn {args.ffn}, Adam lr {args.lr:g}, seeds {seed_list}")
     save_figure(fig, args.out / "output_change.png")

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import pyplot, save_figure
+from fairseq_admin_evidence.figures import linear_and_log_panels, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
 from fairseq_admin_evidence.output_change import fit
@@ -157,21 +157,10 @@ def fits(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]
 
 
 def plot(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str) -> None:
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method in methods:
-        ks, ys = mean_by_sub_layer(rows, method)
-        label = available_methods()[method][0]
-        for ax in axes:
-            ax.plot(ks, ys, label=label, color=COLORS.get(method), linewidth=1.2)
-    axes[0].set_title("linear axes (Post-LN: O(N) in the paper)")
-    axes[1].set_xscale("log")
-    axes[1].set_title("log-x axis (Admin / Pre-LN: O(log N) in the paper)")
-    for ax in axes:
-        ax.set_xlabel("encoder sub-layer k (attention or FFN)")
-        ax.set_ylabel("|F(x, W) − F(x, W+δ)|²")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    curves = [(available_methods()[m][0], *mean_by_sub_layer(rows, m), COLORS.get(m)) for m in methods]
+    fig = linear_and_log_panels(curves, "encoder sub-layer k (attention or FFN)", "|F(x, W) − F(x, W+δ)|²",
+                                ("linear axes (Post-LN: O(N) in the paper)",
+                                 "log-x axis (Admin / Pre-LN: O(log N) in the paper)"), log_y=False)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, out / "output_change_paper.png")
 
