@@ -97,12 +97,26 @@ def run_recipe(run: Run, threads: int, stage: str = "all") -> int:
     return status
 
 
-def run_all(runs: Sequence[Run], jobs: int, threads: int) -> int:
-    """Prepare the data once, then the runs ``jobs`` at a time. Returns the number of runs that failed."""
-    if run_recipe(runs[0], threads, "prepare") != 0:
+def run_stages(run: Run, threads: int) -> int:
+    """Profile, train and evaluate one cell (the recipe's stages after prepare). Returns the first failing status."""
+    for stage in ("profile", "train", "eval"):
+        status = run_recipe(run, threads, stage)
+        if status != 0:
+            return status
+    return 0
+
+
+def run_all(runs: Sequence[Run], jobs: int, threads: int, skip_prepare: bool = False) -> int:
+    """Prepare the data once (unless ``skip_prepare``), then the runs ``jobs`` at a time.
+
+    ``skip_prepare`` is for a machine that holds the prepared data (``WORK/data``) but not Multi30k itself, such
+    as a GPU machine the data was carried to. Returns the number of runs that failed.
+    """
+    if not skip_prepare and run_recipe(runs[0], threads, "prepare") != 0:
         return len(runs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        statuses = list(pool.map(lambda run: run_recipe(run, threads), runs))
+        statuses = list(pool.map(lambda run: run_stages(run, threads) if skip_prepare else run_recipe(run, threads),
+                                 runs))
     return sum(status != 0 for status in statuses)
 
 
@@ -111,12 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these runs (names as in the plan)")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="only these runs, in this order (names as in the plan)")
+    parser.add_argument("--skip-prepare", action="store_true",
+                        help="the data is already prepared under work/convergence/data (e.g. carried to a GPU machine "
+                             "without Multi30k): run each run's profile, train and eval stages only")
     args = parser.parse_args(argv)
     unknown = set(args.only or ()) - {run.name for run in PLAN}
     if unknown:
         parser.error(f"not in the plan: {', '.join(sorted(unknown))}; the plan: {', '.join(r.name for r in PLAN)}")
-    return run_all([run for run in PLAN if not args.only or run.name in args.only], args.jobs, args.threads)
+    by_name = {run.name: run for run in PLAN}
+    runs = [by_name[name] for name in args.only] if args.only else list(PLAN)
+    return run_all(runs, args.jobs, args.threads, args.skip_prepare)
 
 
 if __name__ == "__main__":
