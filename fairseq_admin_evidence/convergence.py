@@ -1,13 +1,21 @@
 """A CPU-sized Table 1 on Multi30k: every method trained to a stated cap with the recipe users run.
 
     python -m fairseq_admin_evidence.convergence [--jobs 2] [--only NAME ...]   # resumes; skips finished runs
-    python -m fairseq_admin_evidence.convergence_summary --out docs/results/convergence
+    python -m fairseq_admin_evidence.convergence_summary            # -> docs/results/convergence
+    python -m fairseq_admin_evidence.convergence --schedule gentle --only multi30k_de_en-admin-18L-18L-s1111
 
-Each run is ``recipes/run.sh multi30k METHOD LAYERS`` with one schedule for all (:data:`SCHEDULE`): the paper's
+Each run is ``recipes/run.sh multi30k METHOD LAYERS`` with one schedule for all (:data:`TABLE`): the paper's
 initialization and optimizer (``PAPER_INIT=1``: fairseq 0.8's FFN init, padding counted, first batch profiled;
 RAdam), Multi30k de→en, d 128 / ffn 512 / 4 heads. The schedule is the notes' regime A (lr 2e-3, warmup 50,
 2048 tokens), where 18L Post-LN stalls early. fairseq's checkpoint_last and the recipe's markers make every run
 resumable: ``run`` again after an interruption and each run continues where it stopped.
+
+:data:`GENTLE` is the follow-up outside the table: the same runs with lr 1e-3 and warmup 300 (regime B's), to
+tell whether what the table shows for a method comes from the method or from regime A's schedule.
+
+``--skip-prepare`` is for a machine holding the prepared data (``work/convergence/data``) but not Multi30k, such as
+the lent GPU machine (``scripts/convergence_on_gpu.sh``); its logs and results are read back by
+``convergence_summary`` as a second device.
 
 ``convergence_summary`` writes ``summary.json`` (one entry per planned run; runs not finished are listed with what they
 reached and ``"finished": false``), ``curves_<depth>.csv`` / ``.png`` (validation nll of every run) and
@@ -23,6 +31,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
 
@@ -38,12 +47,30 @@ SCHEDULE: dict[str, str] = {
     "SAVE_INTERVAL_UPDATES": "50",  # validation (the curves) and the recipe's average of the last 3 saves
     "AVG_LAST": "3",
 }
-"""One schedule for every run. MAX_EPOCH 5 is the cap the ~8 CPU-hour budget allows on 2 cores."""
+"""One schedule for every run of the table. MAX_EPOCH 5 is the cap the ~8 CPU-hour budget allows on 2 cores."""
 
 TASK = "multi30k_de_en"
-WORK = REPO / "work" / "convergence"
-RESULTS = REPO / "results" / "convergence"
-LOGS = WORK / "logs"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule (the recipe's environment) and where its runs keep their work, logs and results."""
+
+    name: str
+    env: dict[str, str]
+    work: Path
+    results: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.work / "logs"
+
+
+TABLE = Schedule("table", SCHEDULE, REPO / "work" / "convergence", REPO / "results" / "convergence")
+GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, REPO / "work" / "convergence_gentle",
+                  REPO / "results" / "convergence_gentle")
+SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE)}
+WORK, RESULTS, LOGS = TABLE.work, TABLE.results, TABLE.logs
 
 
 @dataclass(frozen=True)
@@ -76,47 +103,53 @@ PLAN: tuple[Run, ...] = (
 )
 
 
-def recipe_env(run: Run, threads: int) -> dict[str, str]:
+def recipe_env(run: Run, threads: int, schedule: Schedule = TABLE) -> dict[str, str]:
     """The environment of one recipe run: ours, the schedule, the run's seed and its output folders."""
-    env = dict(os.environ, **SCHEDULE)
-    env.update(SEED=str(run.seed), ADMIN_WORK=str(WORK), RESULTS_DIR=str(RESULTS), OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, **schedule.env)
+    env.update(SEED=str(run.seed), ADMIN_WORK=str(schedule.work), RESULTS_DIR=str(schedule.results),
+               OMP_NUM_THREADS=str(threads))
     env.pop("SEEDS", None)
     return env
 
 
-def run_recipe(run: Run, threads: int, stage: str = "all") -> int:
-    """Run (or resume) one cell; its output is appended to ``LOGS/<name>.log``. Returns the exit status."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    log = LOGS / f"{run.name}.log"
+def run_recipe(run: Run, threads: int, stage: str = "all", schedule: Schedule = TABLE) -> int:
+    """Run (or resume) one cell; its output is appended to ``<logs>/<name>.log``. Returns the exit status."""
+    schedule.logs.mkdir(parents=True, exist_ok=True)
+    log = schedule.logs / f"{run.name}.log"
     command = ["nice", "-n", "10", "bash", str(REPO / "recipes" / "run.sh"), "multi30k", run.method,
                str(run.layers), stage]
     print(f"convergence: {run.name}: {stage} (log {log})", flush=True)
     with open(log, "a", encoding="utf-8") as out:
-        status = subprocess.run(command, env=recipe_env(run, threads), stdout=out, stderr=subprocess.STDOUT).returncode
+        status = subprocess.run(command, env=recipe_env(run, threads, schedule), stdout=out,
+                                stderr=subprocess.STDOUT).returncode
     print(f"convergence: {run.name}: {stage} exited {status}", flush=True)
     return status
 
 
-def run_stages(run: Run, threads: int) -> int:
+def run_stages(run: Run, threads: int, schedule: Schedule = TABLE) -> int:
     """Profile, train and evaluate one cell (the recipe's stages after prepare). Returns the first failing status."""
     for stage in ("profile", "train", "eval"):
-        status = run_recipe(run, threads, stage)
+        status = run_recipe(run, threads, stage, schedule)
         if status != 0:
             return status
     return 0
 
 
-def run_all(runs: Sequence[Run], jobs: int, threads: int, skip_prepare: bool = False) -> int:
+def run_all(runs: Sequence[Run], jobs: int, threads: int, skip_prepare: bool = False,
+            schedule: Schedule = TABLE) -> int:
     """Prepare the data once (unless ``skip_prepare``), then the runs ``jobs`` at a time.
 
     ``skip_prepare`` is for a machine that holds the prepared data (``WORK/data``) but not Multi30k itself, such
     as a GPU machine the data was carried to. Returns the number of runs that failed.
     """
-    if not skip_prepare and run_recipe(runs[0], threads, "prepare") != 0:
+    if not skip_prepare and run_recipe(runs[0], threads, "prepare", schedule) != 0:
         return len(runs)
+
+    def one(run: Run) -> int:
+        return run_stages(run, threads, schedule) if skip_prepare else run_recipe(run, threads, "all", schedule)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        statuses = list(pool.map(lambda run: run_stages(run, threads) if skip_prepare else run_recipe(run, threads),
-                                 runs))
+        statuses = list(pool.map(one, runs))
     return sum(status != 0 for status in statuses)
 
 
@@ -127,16 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="only these runs, in this order (names as in the plan)")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=TABLE.name,
+                        help="table (default): the table's schedule; gentle: the follow-up at lr 1e-3, warmup 300")
     parser.add_argument("--skip-prepare", action="store_true",
-                        help="the data is already prepared under work/convergence/data (e.g. carried to a GPU machine "
-                             "without Multi30k): run each run's profile, train and eval stages only")
+                        help="the data is already prepared under the schedule's work/.../data (e.g. carried to a GPU "
+                             "machine without Multi30k): run each run's profile, train and eval stages only")
     args = parser.parse_args(argv)
     unknown = set(args.only or ()) - {run.name for run in PLAN}
     if unknown:
         parser.error(f"not in the plan: {', '.join(sorted(unknown))}; the plan: {', '.join(r.name for r in PLAN)}")
     by_name = {run.name: run for run in PLAN}
     runs = [by_name[name] for name in args.only] if args.only else list(PLAN)
-    return run_all(runs, args.jobs, args.threads, args.skip_prepare)
+    return run_all(runs, args.jobs, args.threads, args.skip_prepare, SCHEDULES[args.schedule])
 
 
 if __name__ == "__main__":

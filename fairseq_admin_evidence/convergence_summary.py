@@ -1,9 +1,16 @@
 """The Table 1 runs, read back: summary.json, validation curves per depth (CSV + PNG) and the table.
 
-Reads what the runs left (``python -m fairseq_admin_evidence.convergence run``): each run's recipe log
-(fairseq-train's simple-format lines, appended across resumptions) and its result JSON
+Reads what the runs left (``python -m fairseq_admin_evidence.convergence``), per device: each run's recipe log
+(fairseq-train's simple-format lines, appended across resumptions) and its result JSON and hypotheses
 (``fairseq-admin-evaluate``). A run that has not finished is listed with what it reached and
 ``"finished": false``; no figure is made up for it.
+
+Runs made on two devices (this CPU, and the GPU machine some sessions are lent: ``scripts/convergence_on_gpu.sh``)
+are read from their own folders. A cell takes the first device, in the order given, that finished it, else the one
+that got furthest; the same run on another device is kept under ``other_devices`` and in the cross-device table, so
+the difference between devices can be set against the difference between seeds.
+
+    python -m fairseq_admin_evidence.convergence_summary [--schedule gentle] [--source DEVICE LOGS RESULTS ...]
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
-from fairseq_admin_evidence.convergence import LOGS, PLAN, RESULTS, SCHEDULE, Run
+from fairseq_admin_evidence.convergence import PLAN, SCHEDULES, TABLE, Run, Schedule
 from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.outputs import markdown_table, write_csv, write_json
 from fairseq_admin_tools.files import write_atomically
@@ -31,6 +38,21 @@ _FIELD = re.compile(r"\| (\w+) ([-\d.e+naif]+)(?= \||$)")
 _EPOCH = re.compile(r"\| epoch (\d+) \|")
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where one device's runs left their logs and results."""
+
+    device: str
+    logs: Path
+    results: Path
+
+
+def default_sources(schedule: Schedule) -> list[Source]:
+    """This CPU's runs first, then those made on the lent GPU (``scripts/convergence_on_gpu.sh``, fp32)."""
+    return [Source("cpu", schedule.logs, schedule.results),
+            Source("h200", schedule.work / "logs_h200", schedule.results.with_name(schedule.results.name + "_h200"))]
+
+
 @dataclass
 class RunSummary:
     """One entry of summary.json."""
@@ -41,6 +63,7 @@ class RunSummary:
     decoder_layers: int
     seed: int
     finished: bool
+    device: str | None = None
     updates: int | None = None
     epochs: int | None = None
     best_valid_nll: float | None = None
@@ -49,6 +72,10 @@ class RunSummary:
     sacrebleu_signature: str | None = None
     tokenized_bleu: float | None = None
     diverged: bool | None = None
+    distinct_hypotheses: int | None = None
+    """How many different sentences the model output for the test set's 1000: a model that ignores its
+    source (a target-side language model) outputs the same few sentences whatever the input."""
+    test_sentences: int | None = None
     valid_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -88,11 +115,13 @@ def read_log(path: Path) -> tuple[dict[int, float], int | None, int | None, bool
     return valid, updates, epochs, not_finite
 
 
-def summarize_run(run: Run, logs: Path = LOGS, results: Path = RESULTS) -> RunSummary:
-    result_path = results / f"{run.name}.json"
-    log_path = logs / f"{run.name}.log"
+def summarize_run(run: Run, source: Source) -> RunSummary:
+    """What one device's log and result say about one run (``device`` is set once it has a log)."""
+    result_path = source.results / f"{run.name}.json"
+    log_path = source.logs / f"{run.name}.log"
     summary = RunSummary(run.name, run.method, run.layers, run.layers, run.seed, finished=result_path.exists())
     if log_path.exists():
+        summary.device = source.device
         valid, summary.updates, summary.epochs, not_finite = read_log(log_path)
         summary.valid_curve = sorted(valid.items())
         if valid:
@@ -102,11 +131,27 @@ def summarize_run(run: Run, logs: Path = LOGS, results: Path = RESULTS) -> RunSu
             stalled = summary.best_valid_nll > STALLED_NLL if summary.finished else None
             summary.diverged = True if not_finite else stalled
     if summary.finished:
+        summary.device = source.device
         result = json.loads(result_path.read_text(encoding="utf-8"))
         summary.sacrebleu = result["sacrebleu"]["score"]
         summary.sacrebleu_signature = result["sacrebleu"]["signature"]
         summary.tokenized_bleu = result["tokenized_bleu"]["score"]
+        hypotheses = source.results / f"{run.name}.hyp.txt"
+        if hypotheses.exists():
+            lines = hypotheses.read_text(encoding="utf-8").splitlines()
+            summary.distinct_hypotheses, summary.test_sentences = len(set(lines)), len(lines)
     return summary
+
+
+def choose(run: Run, sources: list[Source]) -> tuple[RunSummary, list[RunSummary]]:
+    """The cell's entry (the first device that finished it, else the furthest) and the run on other devices."""
+    found = [summarize_run(run, source) for source in sources]
+    started = [summary for summary in found if summary.device is not None]
+    if not started:
+        return found[0], []
+    finished = [summary for summary in started if summary.finished]
+    chosen = finished[0] if finished else max(started, key=lambda summary: summary.updates or 0)
+    return chosen, [summary for summary in started if summary is not chosen]
 
 
 def mean_and_spread(values: list[float]) -> str:
@@ -127,56 +172,88 @@ def table(runs: list[RunSummary]) -> str:
     for (layers, method), members in sorted(groups.items()):
         done = [r for r in members if r.finished]
         rows.append([f"{layers}L-{layers}L", method, f"{len(done)} of {len(members)}",
+                     ", ".join(f"{r.seed}: {r.device}" for r in done) or "—",
                      mean_and_spread([r.sacrebleu for r in done]), mean_and_spread([r.tokenized_bleu for r in done]),
                      mean_and_spread([r.best_valid_nll for r in done]),
+                     ", ".join(f"{r.distinct_hypotheses}" for r in done if r.distinct_hypotheses is not None) or "—",
                      ", ".join(str(r.seed) for r in done if r.diverged) or "—"])
-    header = ["depth", "method", "finished seeds", "sacreBLEU", "tokenized BLEU", "best valid nll", "stalled (seed)"]
+    header = ["depth", "method", "finished seeds", "device (seed: device)", "sacreBLEU", "tokenized BLEU",
+              "best valid nll", "distinct outputs (of 1000)", "stalled (seed)"]
     return markdown_table(header, rows)
 
 
-def plot_curves(runs: list[RunSummary], layers: int, out: Path) -> None:
+def cross_device_table(pairs: list[tuple[RunSummary, RunSummary]]) -> str:
+    """The same run (method, depth, seed, data order) on two devices, side by side."""
+    rows = []
+    for chosen, other in pairs:
+        for summary in (chosen, other):
+            rows.append([summary.name, summary.device, summary.updates, summary.best_valid_nll,
+                         summary.last_valid_nll, summary.sacrebleu if summary.finished else "not evaluated"])
+    return markdown_table(["run", "device", "updates", "best valid nll", "last valid nll", "sacreBLEU"], rows)
+
+
+def plot_curves(runs: list[RunSummary], others: list[RunSummary], layers: int, schedule: Schedule,
+                out: Path) -> None:
+    """Every run's validation curve at one depth; the same runs on another device dashed."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run in runs:
+    for run in runs + others:
         if run.valid_curve:
             updates, nll = zip(*run.valid_curve, strict=True)
-            state = "" if run.finished else " (running)"
-            ax.plot(updates, nll, label=f"{run.method} s{run.seed}{state}", linewidth=1.2)
+            state = "" if run.finished else ", running"
+            ax.plot(updates, nll, label=f"{run.method} s{run.seed} ({run.device}{state})", linewidth=1.2,
+                    linestyle="-" if run in runs else "--")
     ax.set_xlabel("update")
     ax.set_ylabel("validation nll (nats/token)")
-    ax.set_title(f"Multi30k de→en, {layers}L-{layers}L, lr {SCHEDULE['LR']}, warmup {SCHEDULE['WARMUP']}")
+    ax.set_title(f"Multi30k de→en, {layers}L-{layers}L, lr {schedule.env['LR']}, warmup {schedule.env['WARMUP']}")
     if ax.lines:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     save_figure(fig, out / f"curves_{layers}L.png")
 
 
-def summarize(out: Path, logs: Path = LOGS, results: Path = RESULTS) -> list[RunSummary]:
-    """Write summary.json, curves_<depth>L.{csv,png} and table.md into ``out``; print the table."""
+def summarize(out: Path, sources: list[Source], schedule: Schedule = TABLE) -> list[RunSummary]:
+    """Write summary.json, curves_<depth>L.{csv,png} and table.md into ``out``; print the tables."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = [summarize_run(run, logs, results) for run in PLAN]
-    write_json(out / "summary.json", {"schedule": SCHEDULE, "stalled_above_nll": STALLED_NLL,
-                                      "runs": [asdict(run) for run in runs]})
+    chosen_and_others = [choose(run, sources) for run in PLAN]
+    runs = [chosen for chosen, _ in chosen_and_others]
+    others = [other for _, found in chosen_and_others for other in found]
+    write_json(out / "summary.json", {
+        "schedule": schedule.env, "stalled_above_nll": STALLED_NLL,
+        "sources": [{"device": s.device, "logs": str(s.logs), "results": str(s.results)} for s in sources],
+        "runs": [asdict(run) for run in runs], "other_devices": [asdict(run) for run in others]})
     for layers in sorted({run.layers for run in PLAN}):
         at_depth = [run for run in runs if run.encoder_layers == layers]
-        write_csv(out / f"curves_{layers}L.csv", [{"run": run.name, "update": update, "valid_nll": nll}
-                                                   for run in at_depth for update, nll in run.valid_curve])
-        plot_curves(at_depth, layers, out)
+        also = [run for run in others if run.encoder_layers == layers]
+        write_csv(out / f"curves_{layers}L.csv", [
+            {"run": run.name, "device": run.device, "update": update, "valid_nll": nll}
+            for run in at_depth + also for update, nll in run.valid_curve])
+        plot_curves(at_depth, also, layers, schedule, out)
     text = table(runs)
+    pairs = [(chosen, other) for chosen, found in chosen_and_others for other in found]
+    if pairs:
+        text += "\n\nThe same runs on two devices:\n\n" + cross_device_table(pairs)
     write_atomically(str(out / "table.md"), text + "\n")
     print(text)
     return runs
 
 
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.convergence_summary", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "convergence")
-    parser.add_argument("--logs", type=Path, default=LOGS, help="the runs' recipe logs")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="the runs' result JSONs")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=TABLE.name,
+                        help="whose runs: the table's (default) or the gentle follow-up's")
+    parser.add_argument("--out", type=Path, help="default: docs/results/convergence (table), "
+                                                 "docs/results/convergence_gentle (gentle)")
+    parser.add_argument("--source", nargs=3, action="append", metavar=("DEVICE", "LOGS", "RESULTS"),
+                        help="a device's recipe logs and result JSONs, in order of preference (repeat; default: "
+                             "this CPU's, then the lent GPU's)")
     args = parser.parse_args(argv)
-    summarize(args.out, args.logs, args.results)
+    schedule = SCHEDULES[args.schedule]
+    out = args.out or REPO / "docs" / "results" / schedule.work.name
+    sources = ([Source(device, Path(logs), Path(results)) for device, logs, results in args.source]
+               if args.source else default_sources(schedule))
+    summarize(out, sources, schedule)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,22 @@ LOG_LINES = """\
 """  # noqa: E501  (fairseq-train's simple-format lines, as a recipe log holds them)
 
 
+def write_result(results: Path, name: str, sacrebleu: float, hypotheses: list[str]) -> None:
+    """A run's result JSON and hypotheses, as fairseq-admin-evaluate leaves them."""
+    (results / f"{name}.json").write_text(json.dumps({"sacrebleu": {"score": sacrebleu, "signature": "nrefs:1|x"},
+                                                      "tokenized_bleu": {"score": sacrebleu + 0.5}}))
+    (results / f"{name}.hyp.txt").write_text("".join(line + "\n" for line in hypotheses))
+
+
+def run_summary(out: Path, *sources: tuple[str, Path, Path]) -> dict:
+    command = [sys.executable, "-m", "fairseq_admin_evidence.convergence_summary", "--out", str(out)]
+    for device, logs, results in sources:
+        command += ["--source", device, str(logs), str(results)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((out / "summary.json").read_text())
+
+
 def test_convergence_summary_reports_unfinished_runs_as_such(tmp_path: Path) -> None:
     from fairseq_admin_evidence.convergence import PLAN
 
@@ -116,22 +132,45 @@ def test_convergence_summary_reports_unfinished_runs_as_such(tmp_path: Path) -> 
     running, finished = PLAN[0].name, PLAN[1].name
     (logs / f"{running}.log").write_text(LOG_LINES)
     (logs / f"{finished}.log").write_text(LOG_LINES.replace("nll_loss 7.351", "nll_loss 7.001"))
-    (results / f"{finished}.json").write_text(json.dumps({"sacrebleu": {"score": 12.5, "signature": "nrefs:1|x"},
-                                                          "tokenized_bleu": {"score": 13.0}}))
-    result = subprocess.run([sys.executable, "-m", "fairseq_admin_evidence.convergence_summary", "--out", str(out),
-                             "--logs", str(logs), "--results", str(results)], cwd=REPO, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = {r["name"]: r for r in json.loads((out / "summary.json").read_text())["runs"]}
+    write_result(results, finished, 12.5, ["A man.", "A man.", "A dog."])
+    summary = run_summary(out, ("cpu", logs, results))
+    runs = {r["name"]: r for r in summary["runs"]}
     assert set(runs) == {run.name for run in PLAN}
     assert [name for name, r in runs.items() if r["finished"]] == [finished]
     assert runs[running]["updates"] == 150 and runs[running]["best_valid_nll"] == 7.351
     assert runs[running]["sacrebleu"] is None and runs[running]["diverged"] is None  # judged when finished
     assert runs[finished]["sacrebleu"] == 12.5 and runs[finished]["best_valid_nll"] == 7.001
     assert runs[finished]["diverged"] is True  # finished above 6 nats: stalled
-    assert runs[PLAN[2].name]["updates"] is None  # not started: listed, nothing made up
+    assert (runs[finished]["distinct_hypotheses"], runs[finished]["test_sentences"]) == (2, 3)
+    assert runs[PLAN[2].name]["updates"] is None and runs[PLAN[2].name]["device"] is None  # not started
+    assert summary["other_devices"] == []
     assert "1 of 2" in (out / "table.md").read_text()
     assert (out / "curves_18L.png").stat().st_size > 0
+
+
+def test_convergence_summary_takes_each_cell_from_the_device_that_finished_it(tmp_path: Path) -> None:
+    """A run finished on the second device and running on the first: the cell is the finished one, the other is
+    listed beside it (never merged into it); a run finished on both is the first device's."""
+    from fairseq_admin_evidence.convergence import PLAN
+
+    cpu, gpu = (tmp_path / "cpu", tmp_path / "cpu_results"), (tmp_path / "gpu", tmp_path / "gpu_results")
+    for folder in (*cpu, *gpu):
+        folder.mkdir()
+    on_gpu, on_both = PLAN[0].name, PLAN[1].name
+    (cpu[0] / f"{on_gpu}.log").write_text(LOG_LINES)
+    for logs, results, bleu in ((gpu[0], gpu[1], 20.0), (cpu[0], cpu[1], 21.0)):
+        (logs / f"{on_both}.log").write_text(LOG_LINES)
+        write_result(results, on_both, bleu, ["x"])
+    (gpu[0] / f"{on_gpu}.log").write_text(LOG_LINES.replace("nll_loss 7.351", "nll_loss 6.5"))
+    write_result(gpu[1], on_gpu, 15.0, ["x", "y"])
+    summary = run_summary(tmp_path / "out", ("cpu", *cpu), ("h200", *gpu))
+    runs = {r["name"]: r for r in summary["runs"]}
+    assert (runs[on_gpu]["device"], runs[on_gpu]["sacrebleu"], runs[on_gpu]["best_valid_nll"]) == ("h200", 15.0, 6.5)
+    assert (runs[on_both]["device"], runs[on_both]["sacrebleu"]) == ("cpu", 21.0)
+    others = {(r["name"], r["device"]): r for r in summary["other_devices"]}
+    assert set(others) == {(on_gpu, "cpu"), (on_both, "h200")}
+    assert others[(on_gpu, "cpu")]["finished"] is False and others[(on_both, "h200")]["sacrebleu"] == 20.0
+    assert "The same runs on two devices" in (tmp_path / "out" / "table.md").read_text()
 
 
 def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
@@ -161,3 +200,19 @@ def test_imports_are_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_convergence_schedules_keep_their_runs_apart() -> None:
+    """The gentle follow-up changes lr and warmup only, and keeps its runs out of the table's folders."""
+    from fairseq_admin_evidence.convergence import GENTLE, PLAN, TABLE, recipe_env
+
+    table, gentle = recipe_env(PLAN[0], 1, TABLE), recipe_env(PLAN[0], 1, GENTLE)
+    assert {key for key in TABLE.env if table[key] != gentle[key]} == {"LR", "WARMUP"}
+    assert (gentle["LR"], gentle["WARMUP"], gentle["SEED"]) == ("1e-3", "300", str(PLAN[0].seed))
+    assert len({table["ADMIN_WORK"], gentle["ADMIN_WORK"], table["RESULTS_DIR"], gentle["RESULTS_DIR"]}) == 4
+
+
+def test_convergence_refuses_runs_not_in_the_plan() -> None:
+    result = subprocess.run([sys.executable, "-m", "fairseq_admin_evidence.convergence", "--only", "nope"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not in the plan: nope" in result.stderr
