@@ -53,27 +53,6 @@ TASK = "multi30k_de_en"
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """A schedule (the recipe's environment) and where its runs keep their work, logs and results."""
-
-    name: str
-    env: dict[str, str]
-    work: Path
-    results: Path
-
-    @property
-    def logs(self) -> Path:
-        return self.work / "logs"
-
-
-TABLE = Schedule("table", SCHEDULE, REPO / "work" / "convergence", REPO / "results" / "convergence")
-GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, REPO / "work" / "convergence_gentle",
-                  REPO / "results" / "convergence_gentle")
-SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE)}
-WORK, RESULTS, LOGS = TABLE.work, TABLE.results, TABLE.logs
-
-
-@dataclass(frozen=True)
 class Run:
     """One planned cell of the table."""
 
@@ -101,6 +80,28 @@ PLAN: tuple[Run, ...] = (
     Run("admin-closed-form", 18, 1111),
     Run("deepnorm", 18, 1111),
 )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule (the recipe's environment) and where its runs keep their work, logs and results."""
+
+    name: str
+    env: dict[str, str]
+    work: Path
+    results: Path
+    plan: tuple[Run, ...]
+
+    @property
+    def logs(self) -> Path:
+        return self.work / "logs"
+
+
+TABLE = Schedule("table", SCHEDULE, REPO / "work" / "convergence", REPO / "results" / "convergence", PLAN)
+GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, REPO / "work" / "convergence_gentle",
+                  REPO / "results" / "convergence_gentle", (Run("admin", 18, 1111), Run("preln", 18, 1111)))
+"""The follow-up: 18L Admin and Pre-LN at regime B's lr and warmup, everything else as the table."""
+SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE)}
 
 
 def recipe_env(run: Run, threads: int, schedule: Schedule = TABLE) -> dict[str, str]:
@@ -139,8 +140,8 @@ def run_all(runs: Sequence[Run], jobs: int, threads: int, skip_prepare: bool = F
             schedule: Schedule = TABLE) -> int:
     """Prepare the data once (unless ``skip_prepare``), then the runs ``jobs`` at a time.
 
-    ``skip_prepare`` is for a machine that holds the prepared data (``WORK/data``) but not Multi30k itself, such
-    as a GPU machine the data was carried to. Returns the number of runs that failed.
+    ``skip_prepare`` is for a machine that holds the prepared data (``<schedule's work>/data``) but not Multi30k
+    itself, such as a GPU machine the data was carried to. Returns the number of runs that failed.
     """
     if not skip_prepare and run_recipe(runs[0], threads, "prepare", schedule) != 0:
         return len(runs)
@@ -166,12 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the data is already prepared under the schedule's work/.../data (e.g. carried to a GPU "
                              "machine without Multi30k): run each run's profile, train and eval stages only")
     args = parser.parse_args(argv)
-    unknown = set(args.only or ()) - {run.name for run in PLAN}
+    schedule = SCHEDULES[args.schedule]
+    by_name = {run.name: run for run in schedule.plan}
+    unknown = set(args.only or ()) - set(by_name)
     if unknown:
-        parser.error(f"not in the plan: {', '.join(sorted(unknown))}; the plan: {', '.join(r.name for r in PLAN)}")
-    by_name = {run.name: run for run in PLAN}
-    runs = [by_name[name] for name in args.only] if args.only else list(PLAN)
-    return run_all(runs, args.jobs, args.threads, args.skip_prepare, SCHEDULES[args.schedule])
+        parser.error(f"not in the {schedule.name} plan: {', '.join(sorted(unknown))}; "
+                     f"the plan: {', '.join(by_name)}")
+    runs = [by_name[name] for name in args.only] if args.only else list(schedule.plan)
+    return run_all(runs, args.jobs, args.threads, args.skip_prepare, schedule)
 
 
 if __name__ == "__main__":

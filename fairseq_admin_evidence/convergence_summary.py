@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
-from fairseq_admin_evidence.convergence import PLAN, SCHEDULES, TABLE, Run, Schedule
+from fairseq_admin_evidence.convergence import SCHEDULES, TABLE, Run, Schedule
 from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.outputs import markdown_table, write_csv, write_json
 from fairseq_admin_tools.files import write_atomically
@@ -215,14 +215,14 @@ def plot_curves(runs: list[RunSummary], others: list[RunSummary], layers: int, s
 def summarize(out: Path, sources: list[Source], schedule: Schedule = TABLE) -> list[RunSummary]:
     """Write summary.json, curves_<depth>L.{csv,png} and table.md into ``out``; print the tables."""
     out.mkdir(parents=True, exist_ok=True)
-    chosen_and_others = [choose(run, sources) for run in PLAN]
+    chosen_and_others = [choose(run, sources) for run in schedule.plan]
     runs = [chosen for chosen, _ in chosen_and_others]
     others = [other for _, found in chosen_and_others for other in found]
     write_json(out / "summary.json", {
         "schedule": schedule.env, "stalled_above_nll": STALLED_NLL,
         "sources": [{"device": s.device, "logs": str(s.logs), "results": str(s.results)} for s in sources],
         "runs": [asdict(run) for run in runs], "other_devices": [asdict(run) for run in others]})
-    for layers in sorted({run.layers for run in PLAN}):
+    for layers in sorted({run.layers for run in schedule.plan}):
         at_depth = [run for run in runs if run.encoder_layers == layers]
         also = [run for run in others if run.encoder_layers == layers]
         write_csv(out / f"curves_{layers}L.csv", [

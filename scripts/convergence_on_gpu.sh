@@ -10,7 +10,10 @@
 # check's parts except throughput (timed, so not measured beside training) run beside them (GPU_CHECK=0: not).
 # Writes to OUT:
 # gpu_check.json (what scripts/gpu_check.sh printed), gpu_check.err, driver.log, and convergence_gpu.tar.gz
-# (work/convergence/logs and results/convergence: every finished run's log and result).
+# (work/convergence/logs and results/convergence: every finished run's log and result). Back here, put them where
+# convergence_summary reads the GPU's runs:
+#   tar xzf convergence_gpu.tar.gz -C /tmp/gpu && cp /tmp/gpu/work/convergence/logs/* work/convergence/logs_h200/ \
+#     && cp /tmp/gpu/results/convergence/* results/convergence_h200/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget=$1

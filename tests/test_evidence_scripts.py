@@ -215,4 +215,4 @@ def test_convergence_schedules_keep_their_runs_apart() -> None:
 def test_convergence_refuses_runs_not_in_the_plan() -> None:
     result = subprocess.run([sys.executable, "-m", "fairseq_admin_evidence.convergence", "--only", "nope"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "not in the plan: nope" in result.stderr
+    assert result.returncode == 2 and "not in the table plan: nope" in result.stderr
