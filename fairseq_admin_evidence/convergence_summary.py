@@ -192,22 +192,39 @@ def cross_device_table(pairs: list[tuple[RunSummary, RunSummary]]) -> str:
     return markdown_table(["run", "device", "updates", "best valid nll", "last valid nll", "sacreBLEU"], rows)
 
 
+METHOD_COLORS = {"admin": "tab:blue", "preln": "tab:orange", "postln": "tab:green",
+                 "admin-closed-form": "tab:purple", "deepnorm": "tab:brown", "rezero": "tab:gray"}
+
+
+def curve_label(run: RunSummary, schedule: Schedule) -> str:
+    """``method sSEED (device[, state])``: a run without a result says how far it got."""
+    if run.finished:
+        state = ""
+    elif run.epochs == int(schedule.env["MAX_EPOCH"]):
+        state = ", trained, not evaluated"
+    else:
+        state = f", stopped at {run.updates}"
+    return f"{run.method} s{run.seed} ({run.device}{state})"
+
+
 def plot_curves(runs: list[RunSummary], others: list[RunSummary], layers: int, schedule: Schedule,
                 out: Path) -> None:
-    """Every run's validation curve at one depth; the same runs on another device dashed."""
+    """Every run's validation curve at one depth: a colour per method, a line style per seed; the same runs on
+    the other device dotted."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    seeds = sorted({run.seed for run in runs})
     for run in runs + others:
         if run.valid_curve:
             updates, nll = zip(*run.valid_curve, strict=True)
-            state = "" if run.finished else ", running"
-            ax.plot(updates, nll, label=f"{run.method} s{run.seed} ({run.device}{state})", linewidth=1.2,
-                    linestyle="-" if run in runs else "--")
+            style = ":" if run in others else ("-", "-.", "--")[seeds.index(run.seed) % 3]
+            ax.plot(updates, nll, label=curve_label(run, schedule), linewidth=1.3, linestyle=style,
+                    color=METHOD_COLORS.get(run.method))
     ax.set_xlabel("update")
     ax.set_ylabel("validation nll (nats/token)")
     ax.set_title(f"Multi30k de→en, {layers}L-{layers}L, lr {schedule.env['LR']}, warmup {schedule.env['WARMUP']}")
     if ax.lines:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     save_figure(fig, out / f"curves_{layers}L.png")
 
