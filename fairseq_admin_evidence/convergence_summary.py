@@ -178,7 +178,7 @@ def table(runs: list[RunSummary]) -> str:
                      ", ".join(f"{r.distinct_hypotheses}" for r in done if r.distinct_hypotheses is not None) or "—",
                      ", ".join(str(r.seed) for r in done if r.diverged) or "—"])
     header = ["depth", "method", "finished seeds", "device (seed: device)", "sacreBLEU", "tokenized BLEU",
-              "best valid nll", "distinct outputs (of 1000)", "stalled (seed)"]
+              "best valid nll", "distinct outputs (of 1000)", "diverged (seed)"]
     return markdown_table(header, rows)
 
 
