@@ -229,6 +229,11 @@ def plot_curves(runs: list[RunSummary], others: list[RunSummary], layers: int, s
     save_figure(fig, out / f"curves_{layers}L.png")
 
 
+def shown(path: Path) -> str:
+    """A path as summary.json records it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def summarize(out: Path, sources: list[Source], schedule: Schedule = TABLE) -> list[RunSummary]:
     """Write summary.json, curves_<depth>L.{csv,png} and table.md into ``out``; print the tables."""
     out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +242,7 @@ def summarize(out: Path, sources: list[Source], schedule: Schedule = TABLE) -> l
     others = [other for _, found in chosen_and_others for other in found]
     write_json(out / "summary.json", {
         "schedule": schedule.env, "stalled_above_nll": STALLED_NLL,
-        "sources": [{"device": s.device, "logs": str(s.logs), "results": str(s.results)} for s in sources],
+        "sources": [{"device": s.device, "logs": shown(s.logs), "results": shown(s.results)} for s in sources],
         "runs": [asdict(run) for run in runs], "other_devices": [asdict(run) for run in others]})
     for layers in sorted({run.layers for run in schedule.plan}):
         at_depth = [run for run in runs if run.encoder_layers == layers]
