@@ -10,6 +10,8 @@
   through after its config is final: ``fairseq.distributed.utils.call_main``.
 * Resuming a data-parallel run: rank 0 sends the checkpoint to the other ranks, which read it with
   torch's new safe loader and fail on fairseq's omegaconf config (:func:`load_broadcast_checkpoints`).
+* An fp16 gradient overflow on a machine without CUDA: fairseq's handler calls ``.cuda()``
+  (:func:`overflow_handler_on_any_device`).
 """
 
 from __future__ import annotations
@@ -84,3 +86,42 @@ def load_broadcast_checkpoints() -> None:
 
     broadcast_object_slow._fairseq_admin = True  # type: ignore[attr-defined]
     distributed_utils._broadcast_object_slow = broadcast_object_slow
+
+
+_CUDA_ZERO = "torch.tensor(0.0).cuda()"
+
+
+def overflow_handler_on_any_device() -> None:
+    """Let fairseq skip an fp16 update that overflowed on a machine without CUDA.
+
+    fairseq 0.12's ``Trainer.train_step`` handles a gradient overflow (``OverflowError`` from the loss
+    scaler) by logging "gradient overflow detected, ignoring gradient" and setting
+    ``grad_norm = torch.tensor(0.0).cuda()``: without CUDA that line raises, so an fp16 run on CPU dies at
+    its first overflow instead of lowering the loss scale and going on. The rest of the method is right,
+    so we recompile fairseq's own source with that one expression on the trainer's device, keeping its file
+    name and line numbers for tracebacks. A fairseq whose source no longer has the expression is left as it is.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    from fairseq import trainer as trainer_module
+
+    train_step = trainer_module.Trainer.train_step
+    if getattr(train_step, "_fairseq_admin", False):
+        return
+    try:
+        lines, first_line = inspect.getsourcelines(train_step)
+    except (OSError, TypeError):  # no source shipped: nothing to fix here
+        return
+    source = textwrap.dedent("".join(lines))
+    if source.count(_CUDA_ZERO) != 1:
+        return
+    tree = ast.parse(source.replace(_CUDA_ZERO, "torch.tensor(0.0, device=self.device)"))
+    ast.increment_lineno(tree, first_line - 1)
+    namespace: dict[str, Any] = {}
+    exec(compile(tree, inspect.getsourcefile(inspect.unwrap(train_step)) or "<fairseq trainer>", "exec"),
+         vars(trainer_module), namespace)
+    fixed = namespace["train_step"]
+    fixed._fairseq_admin = True
+    trainer_module.Trainer.train_step = fixed

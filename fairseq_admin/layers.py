@@ -27,6 +27,10 @@ BRANCHES = {"encoder": ("self_attn", "ffn"), "decoder": ("self_attn", "cross_att
 BRANCH_MODULES = {"self_attn": "self_attn", "cross_attn": "encoder_attn", "ffn": "fc2"}
 """For each branch, the sub-module whose output is the branch (before dropout)."""
 
+BRANCH_LAYER_NORMS = {"self_attn": "self_attn_layer_norm", "cross_attn": "encoder_attn_layer_norm",
+                      "ffn": "final_layer_norm"}
+"""For each branch, its LayerNorm (after the shortcut sum in Post-LN, on the branch input in Pre-LN)."""
+
 
 def layer_branches(side: str, has_cross_attention: bool = True) -> tuple[str, ...]:
     """The branches of one layer; a decoder without cross-attention has only two."""

@@ -40,6 +40,7 @@ from fairseq_admin.layers import (
     admin_shortcuts,
     check_branch_order,
 )
+from fairseq_admin.monitor import BranchMonitor
 from fairseq_admin.profiling import PADDING_MODES
 from fairseq_admin_tools.errors import AdminError
 
@@ -100,6 +101,12 @@ def _admin_fields() -> list[tuple[str, Any, Any]]:
             "help": "admin-closed-form: output change O(log n) or O(1)"})),
         ("admin_omega_fixed", bool, field(default=False, metadata={
             "help": "keep ω constant instead of a trainable vector"})),
+        ("admin_monitor_interval", int, field(default=0, metadata={"help": (
+            "every N updates, log each residual branch's dependency ratio, ω, fp16 headroom and layer gradient "
+            "norm to <save-dir>/admin_monitor.jsonl and fairseq's log, and locate every skipped update's first "
+            "non-finite value (0: off)")})),
+        ("admin_max_skipped", int, field(default=10, metadata={
+            "help": "with the monitor on, warn when more than this many updates in a row are skipped"})),
         ("admin_omegas_from_checkpoint", bool, field(default=False, metadata={
             "help": "set by fairseq-admin in the configs it saves: ω come from the checkpoint, not a profile"})),
         # Read by profiling; in fairseq-train they come from the command line, in hydra from these paths.
@@ -168,6 +175,9 @@ class TransformerAdminModel(TransformerModel):
         if str(args.ffn_init) == "xavier":
             initialize_as_fairseq_08(model)
         init_type.initialize(model, args, task)
+        if args.admin_monitor_interval > 0:
+            model.admin_monitor = BranchMonitor(model, args.admin_monitor_interval, args.admin_max_skipped,
+                                                args.save_dir)
         return model
 
     def admin_shortcuts(self, side: str) -> list[AdminShortcut]:
@@ -217,6 +227,8 @@ def transformer_admin(args):
     args.admin_profile_padding = getattr(args, "admin_profile_padding", "exclude")
     args.admin_omega_fixed = getattr(args, "admin_omega_fixed", False)
     args.admin_output_change = getattr(args, "admin_output_change", "log")
+    args.admin_monitor_interval = getattr(args, "admin_monitor_interval", 0)
+    args.admin_max_skipped = getattr(args, "admin_max_skipped", 10)
     base_architecture(args)
 
 

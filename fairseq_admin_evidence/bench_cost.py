@@ -32,11 +32,11 @@ from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log
-from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
+from fairseq_admin_tools.figures import pyplot, save_figure
 
 COMMON = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
           "--warmup-updates", "50", "--warmup-init-lr", "1e-7", "--criterion", "label_smoothed_cross_entropy",

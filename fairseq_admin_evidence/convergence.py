@@ -101,7 +101,15 @@ TABLE = Schedule("table", SCHEDULE, REPO / "work" / "convergence", REPO / "resul
 GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, REPO / "work" / "convergence_gentle",
                   REPO / "results" / "convergence_gentle", (Run("admin", 18, 1111), Run("preln", 18, 1111)))
 """The follow-up: 18L Admin and Pre-LN at regime B's lr and warmup, everything else as the table."""
-SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE)}
+MONITOR_ENV = {"MAX_UPDATE": "600", "TRAIN_ARGS": "--admin-monitor-interval 10"}
+MONITOR_PLAN = (Run("admin", 18, 1111), Run("preln", 18, 1111))
+MONITOR = Schedule("monitor", {**SCHEDULE, **MONITOR_ENV}, REPO / "work" / "monitor", REPO / "results" / "monitor",
+                   MONITOR_PLAN)
+MONITOR_GENTLE = Schedule("monitor_gentle", {**GENTLE.env, **MONITOR_ENV}, REPO / "work" / "monitor_gentle",
+                          REPO / "results" / "monitor_gentle", MONITOR_PLAN)
+"""The first 600 updates of 18L Admin and Pre-LN at the table's schedule and the gentle one, with the training
+monitor every 10 updates (:mod:`fairseq_admin_evidence.monitor_diagnosis` reads them)."""
+SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE, MONITOR, MONITOR_GENTLE)}
 
 
 def recipe_env(run: Run, threads: int, schedule: Schedule = TABLE) -> dict[str, str]:
@@ -162,7 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="only these runs, in this order (names as in the plan)")
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=TABLE.name,
-                        help="table (default): the table's schedule; gentle: the follow-up at lr 1e-3, warmup 300")
+                        help="table (default): the table's schedule; gentle: the follow-up at lr 1e-3, warmup 300; "
+                             "monitor, monitor_gentle: their first 600 updates of 18L Admin and Pre-LN, monitored")
     parser.add_argument("--skip-prepare", action="store_true",
                         help="the data is already prepared under the schedule's work/.../data (e.g. carried to a GPU "
                              "machine without Multi30k): run each run's profile, train and eval stages only")

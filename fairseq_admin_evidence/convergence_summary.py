@@ -26,8 +26,8 @@ from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
 from fairseq_admin_evidence.convergence import SCHEDULES, TABLE, Run, Schedule
-from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.outputs import markdown_table, write_csv, write_json
+from fairseq_admin_tools.figures import pyplot, save_figure
 from fairseq_admin_tools.files import write_atomically
 
 STALLED_NLL = 6.0

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLORS, available_methods, method_flags, model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_evidence.regimes import REGIMES, TOY_REGIME, Regime, training_flags
+from fairseq_admin_tools.figures import pyplot, save_figure
 
 STABILITY = "python -m fairseq_admin_evidence.stability"
 STAGES = ("init", "trained")

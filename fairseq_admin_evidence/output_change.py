@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import linear_and_log_panels, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
 
 
 def make_admin(model: Any, args: Any, task: Any) -> None:

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import linear_and_log_panels, save_figure
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
 from fairseq_admin_evidence.output_change import fit
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
 
 FROZEN_NAMES = ("bias", "layer_norm", "layernorm", "omega", "rezero_weight")
 """Parameters the perturbation leaves alone: the original skips names with bias, layer_norm or ratio (its ω)."""

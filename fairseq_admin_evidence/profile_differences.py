@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.in_process import build_in_process
 from fairseq_admin_evidence.methods import model_flags
 from fairseq_admin_evidence.outputs import write_csv, write_json
+from fairseq_admin_tools.figures import pyplot, save_figure
 
 # variant name: (admin_profile_padding, first batch only, torch dtype)
 VARIANTS: dict[str, tuple[str, bool, str]] = {

@@ -20,7 +20,6 @@ from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log, value_at
-from fairseq_admin_evidence.figures import pyplot, save_figure
 from fairseq_admin_evidence.methods import (
     BASE_METHODS,
     COLORS,
@@ -32,6 +31,7 @@ from fairseq_admin_evidence.methods import (
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_evidence.regimes import NOTES_STOCK_NLL, REGIMES, TOY_REGIME, Regime, training_flags
 from fairseq_admin_evidence.runs import fairseq_train
+from fairseq_admin_tools.figures import pyplot, save_figure
 
 
 def finished(log: Path) -> bool:

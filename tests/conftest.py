@@ -40,6 +40,19 @@ def fairseq(tool: str, *args: str | os.PathLike, check: bool = True, env: dict |
     return result
 
 
+def build_model(data_bin: Path, *flags: str):
+    """(args, task, model): the TINY_MODEL built in-process exactly as fairseq-train builds it, seeded."""
+    import torch
+    from fairseq import options, tasks
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(
+        parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"), *TINY_MODEL, *TINY_TRAINING, *flags])
+    torch.manual_seed(1)
+    task = tasks.setup_task(args)
+    return args, task, task.build_model(args)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """First 2000 Multi30k de-en training pairs, joint sentencepiece (1000) trained here, binarized."""

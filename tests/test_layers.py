@@ -6,20 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL, TINY_TRAINING
+from conftest import build_model as build
 
 from fairseq_admin_tools.errors import AdminError
-
-
-def build(data_bin: Path, *flags: str):
-    from fairseq import options, tasks
-
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"), *TINY_MODEL, *TINY_TRAINING, *flags])
-    torch.manual_seed(1)
-    task = tasks.setup_task(args)
-    return args, task, task.build_model(args)
 
 
 def test_branch_order_is_checked(data_bin: Path) -> None:

@@ -1,5 +1,5 @@
-"""Admin trains under fairseq's half-precision modes on CPU (real fairseq-train, Adam), and --bf16 works
-for the stock baselines too; the fp32 baseline also checks --tensorboard-logdir (tensorboardX installed).
+"""Admin trains under fairseq's half-precision modes on CPU (real fairseq-train, Adam), monitored, and --bf16
+works for the stock baselines too; the fp32 baseline also checks --tensorboard-logdir (tensorboardX installed).
 
 fp16 math on CPU is slow, so the model is conftest's tiny one and each run is 6 updates;
 ``--fp16-init-scale 4`` keeps fairseq away from its overflow handler (which calls .cuda()).
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_MODEL, TINY_TRAINING, fairseq, train_log
+
+from fairseq_admin_tools.monitor_records import MONITOR_FILE, read_records
 
 UPDATES = 6
 PRECISIONS = {
@@ -52,7 +54,8 @@ def test_admin_trains_under_each_precision(precision, data_bin, profile_path, tm
     shutil.copy(profile_path, save_dir / "admin_profile.json")
     tensorboard = tmp_path / "tb"
     extra = ["--tensorboard-logdir", str(tensorboard)] if precision == "fp32" else []
-    log = train(data_bin, save_dir, [*TINY_MODEL, "--init-type", "adaptive"], PRECISIONS[precision], *extra)
+    log = train(data_bin, save_dir, [*TINY_MODEL, "--init-type", "adaptive"], PRECISIONS[precision], *extra,
+                "--admin-monitor-interval", "3")
     assert "ω from" in log and "admin_profile.json" in log, log[-3000:]
     assert_loss_finite_and_falling(log)
     if precision in ("fp16", "memory-efficient-fp16"):
@@ -67,6 +70,11 @@ def test_admin_trains_under_each_precision(precision, data_bin, profile_path, tm
         events = list(tensorboard.rglob("events.out.tfevents.*"))
         assert events, f"no event files under {tensorboard}"
         assert any(b"loss" in path.read_bytes() for path in events)  # the scalars fairseq logs
+        # the monitor's per-side summary goes through fairseq's metrics, so TensorBoard has it too
+        assert any(b"admin_ratio_dec_cross_attn" in path.read_bytes() for path in events)
+    measures = [r for r in read_records(str(save_dir / MONITOR_FILE)) if r["kind"] == "measure"]
+    assert [r["update"] for r in measures] == [3, 6]  # the monitor works under every precision
+    assert all(b["ratio"] > 0 and b["headroom"] > 0 for r in measures for b in r["branches"])
 
 
 def test_stock_transformer_trains_with_bf16(data_bin, tmp_path):
