@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EVIDENCE = ("bench_cost", "bench_export", "convergence", "convergence_summary", "gpu_check", "layer_dependency",
-            "output_change", "output_change_paper", "profile_differences", "stability")
-HELPERS = ("common", "data", "fairseq_logs", "figures", "in_process", "methods", "outputs", "regimes", "runs")
+EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "convergence", "convergence_summary", "gpu_check",
+            "layer_dependency", "monitor_diagnosis", "output_change", "output_change_paper", "profile_differences",
+            "stability")
+HELPERS = ("common", "data", "fairseq_logs", "in_process", "methods", "outputs", "regimes", "runs")
 
 
 def run_evidence(name: str, *args: str | os.PathLike) -> str:
@@ -182,6 +183,17 @@ def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
     assert row["inproc_fwd_bwd_extra_kib"] >= 0
     for png in ("throughput.png", "profiling_memory.png"):
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_bench_monitor(data_bin: Path, tmp_path: Path) -> None:
+    run_evidence("bench_monitor", "--data", data_bin, "--out", tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pairs"] == 2 and len(summary["cost_ratio"]["wps"]["all"]) == 2
+    assert all(0.5 < ratio < 2 for key in ("wps", "seconds", "cpu_s") for ratio in summary["cost_ratio"][key]["all"])
+    rows = read_csv(tmp_path / "runs.csv")
+    assert [r["variant"] for r in rows] == ["plain", "monitored", "monitored", "plain"]
+    assert (tmp_path / "runs" / "admin_monitor.jsonl").exists()  # the monitored runs really monitored
+    assert (tmp_path / "ratios.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("name", EVIDENCE)

@@ -87,7 +87,8 @@ def test_the_tools_import_neither_torch_nor_fairseq_at_module_level():
     assert not heavy, heavy
 
 
-@pytest.mark.parametrize("tool", ["corpora", "prepare", "evaluate", "summary", "plugin_dir"])
+@pytest.mark.parametrize("tool", ["corpora", "prepare", "evaluate", "summary", "plugin_dir", "monitor",
+                                  "monitor_records", "figures"])
 def test_importing_a_tool_loads_neither_torch_nor_fairseq(tool: str):
     code = (f"import sys, fairseq_admin_tools.{tool}; "
             "print(sorted(m for m in ('torch', 'fairseq', 'fairseq_admin') if m in sys.modules))")

@@ -1,0 +1,119 @@
+"""What the training monitor costs: Admin with ``--admin-monitor-interval`` against the same run without it.
+
+Real ``fairseq-train`` subprocesses, identical but for the flag, interleaved in pairs (plain, monitored, monitored,
+plain, ...) so that other load hits both alike, after one warm-up run that is not counted. Per pair: the
+monitored/plain ratio of fairseq's ``wps`` (training tokens per second, the intervals after the first, so start-up
+is excluded), of the whole process's wall time and of its CPU seconds. Writes ``runs.csv``, ``summary.json`` and
+``ratios.png`` (each pair's ratios, the median marked).
+
+    python -m fairseq_admin_evidence.bench_monitor                     # 6L-6L d128, 300 updates, 5 pairs, 1 thread
+    python -m fairseq_admin_evidence.bench_monitor --toy               # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from fairseq_admin_evidence.bench_cost import COMMON, spread
+from fairseq_admin_evidence.data import ensure_data
+from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log
+from fairseq_admin_evidence.methods import model_flags
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.runs import fairseq_train
+from fairseq_admin_tools.figures import pyplot, save_figure
+
+RATIO_KEYS = ("wps", "seconds", "cpu_s")
+
+
+def run_once(argv: list[str], log: Path) -> dict[str, Any]:
+    finished = fairseq_train(argv, log, progress=False)
+    intervals, _ = parse_fairseq_log(log)
+    wps = [r["wps"] for r in intervals[1:]] or [r["wps"] for r in intervals]
+    return {"wps": statistics.mean(wps), "seconds": finished.seconds, "cpu_s": finished.cpu_seconds}
+
+
+def pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
+    out = args.out / "runs"
+    size = model_flags(args.layers, args.dim, 4 * args.dim, max(1, args.dim // 32))
+    profile = out / "admin_profile.json"
+    train = [str(data), *COMMON, *size, "--max-tokens", str(args.max_tokens), "--max-update", str(args.updates),
+             "--log-interval", str(args.log_interval), "--save-dir", str(out)]
+    if not profile.exists():
+        fairseq_train([*train, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
+                      out / "profile.log", progress=False)
+    variants = {"plain": [], "monitored": ["--admin-monitor-interval", str(args.interval)]}
+    admin = [*train, "--init-type", "adaptive", "--admin-profile", str(profile)]
+    run_once([*admin, *variants["monitored"]], out / "warmup.log")
+    rows = []
+    for pair in range(args.pairs):
+        for name in ("plain", "monitored") if pair % 2 == 0 else ("monitored", "plain"):
+            row = {"pair": pair, "variant": name, **run_once([*admin, *variants[name]], out / f"{name}_{pair}.log")}
+            rows.append(row)
+            print(f"  pair {pair} {name:>9}: {row['wps']:.0f} tokens/s, {row['seconds']:.1f} s", flush=True)
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """Per pair, monitored over plain; for wps, plain over monitored, so that every ratio is a cost (> 1: slower)."""
+    by_pair = {(r["pair"], r["variant"]): r[key] for r in rows}
+    count = 1 + max(r["pair"] for r in rows)
+    if key == "wps":
+        return [by_pair[(p, "plain")] / by_pair[(p, "monitored")] for p in range(count)]
+    return [by_pair[(p, "monitored")] / by_pair[(p, "plain")] for p in range(count)]
+
+
+def plot(costs: dict[str, list[float]], title: str, path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for index, values in enumerate(costs.values()):
+        ax.plot([index] * len(values), values, "o", alpha=0.6)
+        ax.plot([index - 0.2, index + 0.2], [statistics.median(values)] * 2, "k-")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks(range(len(costs)), [f"{k} (median {statistics.median(v):.3f})" for k, v in costs.items()])
+    ax.set_ylabel("monitored / plain cost, per pair")
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.bench_monitor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="binarized data (default: Multi30k de-en, prepared once)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_monitor")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=1024)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--log-interval", type=int, default=50)
+    parser.add_argument("--interval", type=int, default=100, help="--admin-monitor-interval of the monitored runs")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--toy", action="store_true", help="CI size: 2L d32, 12 updates, 2 pairs, interval 4")
+    args = parser.parse_args(argv)
+    if args.toy:
+        args.layers, args.dim, args.updates, args.log_interval, args.interval, args.pairs = 2, 32, 12, 4, 4, 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = args.data or ensure_data()
+    rows = pairs(args, data)
+    write_csv(args.out / "runs.csv", rows)
+    costs = {key: ratios(rows, key) for key in RATIO_KEYS}
+    size = f"{args.layers}L-{args.layers}L d{args.dim}"
+    summary = {"size": size, "max_tokens": args.max_tokens, "updates": args.updates, "interval": args.interval,
+               "pairs": args.pairs, "threads": 1, "cost_ratio": {key: spread(values) for key, values in costs.items()}}
+    write_json(args.out / "summary.json", summary)
+    plot(costs, f"monitor every {args.interval} updates, {size}, {args.updates} updates, {args.pairs} pairs",
+         args.out / "ratios.png")
+    print(markdown_table(["cost ratio (monitored/plain)", "min", "median", "max"],
+                         [[key, min(v), statistics.median(v), max(v)] for key, v in costs.items()]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
