@@ -35,6 +35,10 @@ from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
 
+ROOT = Path(os.environ.get("ADMIN_EVIDENCE_DIR", REPO))
+"""Where the schedules keep ``work/`` (data, checkpoints, logs) and ``results/``: the repository, else
+$ADMIN_EVIDENCE_DIR."""
+
 SCHEDULE: dict[str, str] = {
     "PAPER_INIT": "1",
     "LR": "2e-3",
@@ -97,19 +101,45 @@ class Schedule:
         return self.work / "logs"
 
 
-TABLE = Schedule("table", SCHEDULE, REPO / "work" / "convergence", REPO / "results" / "convergence", PLAN)
-GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, REPO / "work" / "convergence_gentle",
-                  REPO / "results" / "convergence_gentle", (Run("admin", 18, 1111), Run("preln", 18, 1111)))
+TABLE = Schedule("table", SCHEDULE, ROOT / "work" / "convergence", ROOT / "results" / "convergence", PLAN)
+GENTLE = Schedule("gentle", {**SCHEDULE, "LR": "1e-3", "WARMUP": "300"}, ROOT / "work" / "convergence_gentle",
+                  ROOT / "results" / "convergence_gentle", (Run("admin", 18, 1111), Run("preln", 18, 1111)))
 """The follow-up: 18L Admin and Pre-LN at regime B's lr and warmup, everything else as the table."""
 MONITOR_ENV = {"MAX_UPDATE": "600", "TRAIN_ARGS": "--admin-monitor-interval 10"}
 MONITOR_PLAN = (Run("admin", 18, 1111), Run("preln", 18, 1111))
-MONITOR = Schedule("monitor", {**SCHEDULE, **MONITOR_ENV}, REPO / "work" / "monitor", REPO / "results" / "monitor",
+MONITOR = Schedule("monitor", {**SCHEDULE, **MONITOR_ENV}, ROOT / "work" / "monitor", ROOT / "results" / "monitor",
                    MONITOR_PLAN)
-MONITOR_GENTLE = Schedule("monitor_gentle", {**GENTLE.env, **MONITOR_ENV}, REPO / "work" / "monitor_gentle",
-                          REPO / "results" / "monitor_gentle", MONITOR_PLAN)
+MONITOR_GENTLE = Schedule("monitor_gentle", {**GENTLE.env, **MONITOR_ENV}, ROOT / "work" / "monitor_gentle",
+                          ROOT / "results" / "monitor_gentle", MONITOR_PLAN)
 """The first 600 updates of 18L Admin and Pre-LN at the table's schedule and the gentle one, with the training
 monitor every 10 updates (:mod:`fairseq_admin_evidence.monitor_diagnosis` reads them)."""
-SCHEDULES = {schedule.name: schedule for schedule in (TABLE, GENTLE, MONITOR, MONITOR_GENTLE)}
+TABLE1_GPU_ENV = {
+    "PAPER_INIT": "1", "DIM": "256", "FFN_DIM": "1024", "HEADS": "4",  # fp16: the recipe's default on a GPU
+    "LR": "1e-3",  # the WMT'14 recipe's, whose 32k-token batch is the nearest to this one
+    "WARMUP": "70",  # 8 % of the cap: about 33 updates an epoch at 16384 tokens, 25 epochs
+    "MAX_TOKENS": "16384", "EFFECTIVE_TOKENS": "16384", "DROPOUT": "0.3", "MAX_EPOCH": "25", "MAX_UPDATE": "0",
+    "SAVE_INTERVAL_UPDATES": "0", "AVG_LAST": "5",  # epoch checkpoints, the last 5 averaged
+    "TRAIN_ARGS": "--patience 5 --admin-monitor-interval 100",  # stop after 5 epochs without a better valid loss
+}
+TABLE1_GPU_PLAN = (
+    Run("admin", 18, 1111), Run("preln", 18, 1111), Run("postln", 18, 1111),
+    Run("admin", 18, 2222), Run("preln", 18, 2222), Run("postln", 18, 2222),
+    Run("admin-closed-form", 18, 1111), Run("deepnorm", 18, 1111),
+    Run("admin", 6, 1111), Run("preln", 6, 1111), Run("postln", 6, 1111),
+)
+TABLE1_GPU = Schedule("table1_gpu", TABLE1_GPU_ENV, ROOT / "work" / "table1_gpu", ROOT / "results" / "table1_gpu",
+                      TABLE1_GPU_PLAN)
+"""Table 1 in Admin's own regime, every run side by side on one GPU (``scripts/table1_gpu.sh``): d 256, flat fp16
+with the recipes' loss-scale flags, a warmup of 8 % of the run, up to 25 epochs or 5 without improvement."""
+TABLE1_GPU_TOY = Schedule(
+    "table1_gpu_toy", {**TABLE1_GPU_ENV, "DIM": "32", "FFN_DIM": "64", "HEADS": "2",
+                       "MAX_TOKENS": "1024", "EFFECTIVE_TOKENS": "1024", "MAX_EPOCH": "2", "MAX_TRAIN_PAIRS": "300",
+                       "TRAIN_ARGS": "--patience 5 --admin-monitor-interval 2", "GENERATE_ARGS": "--max-len-b 5"},
+    ROOT / "work" / "table1_gpu_toy", ROOT / "results" / "table1_gpu_toy",
+    (Run("admin", 2, 1111), Run("preln", 2, 1111)))
+"""The CPU rehearsal of :data:`TABLE1_GPU` (CI runs it): two toy runs of a few updates, in fp32, by the same script."""
+SCHEDULES = {schedule.name: schedule
+             for schedule in (TABLE, GENTLE, MONITOR, MONITOR_GENTLE, TABLE1_GPU, TABLE1_GPU_TOY)}
 
 
 def recipe_env(run: Run, threads: int, schedule: Schedule = TABLE) -> dict[str, str]:
@@ -162,6 +192,14 @@ def run_all(runs: Sequence[Run], jobs: int, threads: int, skip_prepare: bool = F
     return sum(status != 0 for status in statuses)
 
 
+def prepare_and_profile(runs: Sequence[Run], threads: int, schedule: Schedule) -> int:
+    """The CPU's part of a run made elsewhere: the data once and each Admin run's profile (fp32, as the recipe
+    profiles). Returns the number of steps that failed."""
+    if run_recipe(runs[0], threads, "prepare", schedule) != 0:
+        return 1
+    return sum(run_recipe(run, threads, "profile", schedule) != 0 for run in runs if run.method == "admin")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.convergence", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,10 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only these runs, in this order (names as in the plan)")
     parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=TABLE.name,
                         help="table (default): the table's schedule; gentle: the follow-up at lr 1e-3, warmup 300; "
-                             "monitor, monitor_gentle: their first 600 updates of 18L Admin and Pre-LN, monitored")
+                             "monitor, monitor_gentle: their first 600 updates of 18L Admin and Pre-LN, monitored; "
+                             "table1_gpu (and its CPU rehearsal table1_gpu_toy): scripts/table1_gpu.sh's")
     parser.add_argument("--skip-prepare", action="store_true",
                         help="the data is already prepared under the schedule's work/.../data (e.g. carried to a GPU "
                              "machine without Multi30k): run each run's profile, train and eval stages only")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="prepare the data and profile each Admin run, train nothing (what a GPU run carries)")
     args = parser.parse_args(argv)
     schedule = SCHEDULES[args.schedule]
     by_name = {run.name: run for run in schedule.plan}
@@ -183,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"not in the {schedule.name} plan: {', '.join(sorted(unknown))}; "
                      f"the plan: {', '.join(by_name)}")
     runs = [by_name[name] for name in args.only] if args.only else list(schedule.plan)
+    if args.profile_only:
+        return prepare_and_profile(runs, args.threads, schedule)
     return run_all(runs, args.jobs, args.threads, args.skip_prepare, schedule)
 
 

@@ -7,9 +7,10 @@ PIPELINE=${PIPELINE:-spm}  # joint sentencepiece on raw text (PIPELINE=bpe is re
 SPM_VOCAB=${SPM_VOCAB:-8000}
 SACREBLEU_LOWERCASE=0      # cased text, cased BLEU
 ARCH=transformer_admin
-# A narrow model (d 128, ffn 512, 4 heads): about 2k target tokens/s on 2 CPU cores.
-MODEL_EXTRA_ARGS=(--encoder-embed-dim 128 --decoder-embed-dim 128 --encoder-ffn-embed-dim 512
-                  --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4)
+# A narrow model (d 128, ffn 512, 4 heads): about 2k target tokens/s on 2 CPU cores. DIM, FFN_DIM, HEADS set another.
+DIM=${DIM:-128} FFN_DIM=${FFN_DIM:-512} HEADS=${HEADS:-4}
+MODEL_EXTRA_ARGS=(--encoder-embed-dim "$DIM" --decoder-embed-dim "$DIM" --encoder-ffn-embed-dim "$FFN_DIM"
+                  --decoder-ffn-embed-dim "$FFN_DIM" --encoder-attention-heads "$HEADS" --decoder-attention-heads "$HEADS")
 # PAPER_INIT=1: the paper's initialization and profiling, as the paper's tasks have them (fairseq 0.8's FFN
 # initialization, padding counted in the statistics, the first batch profiled). Default: fairseq 0.12's.
 if [[ ${PAPER_INIT:-0} == 1 ]]; then
@@ -34,7 +35,8 @@ BEAM=5 LENPEN=1.0 COMPOUND_SPLIT=0
 # (measured: averaging updates 150/300/450 of a 451-update run gave 15.35 BLEU).
 SAVE_INTERVAL_UPDATES=${SAVE_INTERVAL_UPDATES:-50}  # 0: epoch checkpoints, averaged by epoch
 AVG_LAST=${AVG_LAST:-3}
-AVERAGE_ARGS=(--allow-fewer --with-last)  # checkpoint_last.pt holds the final weights
+AVERAGE_ARGS=(--allow-fewer)
+[[ $SAVE_INTERVAL_UPDATES != 0 ]] && AVERAGE_ARGS+=(--with-last)  # checkpoint_last.pt holds the final weights
 # Small batches, so a few epochs still give enough updates.
 batch_for_depth() { EFFECTIVE_TOKENS=${EFFECTIVE_TOKENS:-2048}; MAX_TOKENS=${MAX_TOKENS:-2048}; }
 # fairseq-admin-prepare reads NAME.LANG[.gz] from $MULTI30K_DIR (default ../shared/data/multi30k).
