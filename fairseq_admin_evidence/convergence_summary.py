@@ -76,6 +76,9 @@ class RunSummary:
     """How many different sentences the model output for the test set's 1000: a model that ignores its
     source (a target-side language model) outputs the same few sentences whatever the input."""
     test_sentences: int | None = None
+    stopped_by: str | None = None
+    """Why training ended, from fairseq's log: ``patience``, ``time budget`` (cut: not trained to its end),
+    ``update cap``, or ``epoch cap`` (none of those lines)."""
     valid_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -115,6 +118,25 @@ def read_log(path: Path) -> tuple[dict[int, float], int | None, int | None, bool
     return valid, updates, epochs, not_finite
 
 
+STOP_REASONS = {"early stop since valid performance hasn't improved": "patience",
+                "Stopping training due to cumulative_training_time": "time budget",
+                "Stopping training due to num_updates": "update cap"}
+
+
+def stop_reason(path: Path) -> str | None:
+    """Why the last training of a log ended (None while no training ended); see :attr:`RunSummary.stopped_by`."""
+    reason = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "done training in" in line:
+            reason = reason or "epoch cap"
+        for text, name in STOP_REASONS.items():
+            if text in line:
+                reason = name
+        if "| INFO | fairseq_cli.train | task:" in line:  # a (re)start: what ended an earlier one does not count
+            reason = None
+    return reason
+
+
 def summarize_run(run: Run, source: Source) -> RunSummary:
     """What one device's log and result say about one run (``device`` is set once it has a log)."""
     result_path = source.results / f"{run.name}.json"
@@ -123,6 +145,7 @@ def summarize_run(run: Run, source: Source) -> RunSummary:
     if log_path.exists():
         summary.device = source.device
         valid, summary.updates, summary.epochs, not_finite = read_log(log_path)
+        summary.stopped_by = stop_reason(log_path)
         summary.valid_curve = sorted(valid.items())
         if valid:
             summary.best_valid_nll = min(valid.values())

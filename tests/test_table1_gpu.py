@@ -48,6 +48,7 @@ def test_the_gpu_table_script_rehearsed_on_the_cpu(tmp_path):
     assert set(runs) == {r.name for r in TABLE1_GPU_TOY.plan}
     for entry in runs.values():
         assert entry["finished"] and entry["epochs"] == 2 and entry["sacrebleu_signature"].startswith("nrefs:1")
+        assert entry["stopped_by"] == "epoch cap"  # not cut by the time budget
     with tarfile.open(out / "table1_gpu_toy.tar.gz") as archive:
         members = archive.getnames()
     assert sum(name.endswith("admin_monitor.jsonl") for name in members) == 2  # every run monitored
