@@ -4,12 +4,14 @@
 
     python -m fairseq_admin_evidence.convergence --schedule monitor --jobs 1 --threads 1
     python -m fairseq_admin_evidence.convergence --schedule monitor_gentle --jobs 1 --threads 1
-    python -m fairseq_admin_evidence.monitor_diagnosis            # -> docs/results/monitor
+    python -m fairseq_admin_evidence.monitor_diagnosis --decode --out docs/results/monitor
 
 Writes, per run, ``fairseq-admin-monitor``'s plots, CSVs and account (``<schedule>-<method>/``), and across the
 runs ``mean_ratio.csv``/``.png`` (each branch kind's ratio, averaged over layers, against updates),
 ``cross_attn_by_layer.csv``/``.png`` (the decoder's cross-attention ratio per layer at the first and last
-measurement), ``valid_nll.csv``/``.png``, ``summary.json`` and ``table.md``.
+measurement), ``valid_nll.csv``/``.png``, ``summary.json`` and ``table.md``; with ``--decode``, also
+``distinct_outputs.csv``: how many different sentences each Admin run's checkpoints at the ends of epochs 1 and 2
+and at its last update output for the 1000 test sentences (greedy).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 from fairseq_admin_evidence.convergence import MONITOR, MONITOR_GENTLE, Schedule
 from fairseq_admin_evidence.convergence_summary import Source, summarize_run
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.runs import USER_DIR, run_logged
+from fairseq_admin_tools.evaluate import hypotheses_in_order
 from fairseq_admin_tools.figures import pyplot, save_figure
 from fairseq_admin_tools.monitor import BRANCH_LABELS, account, branch_rows, write_outputs
 from fairseq_admin_tools.monitor_records import MONITOR_FILE, read_records
@@ -68,6 +72,45 @@ def collect(out: Path, collapse_below: float) -> list[dict[str, Any]]:
                          "sacrebleu": trained.sacrebleu, "distinct_hypotheses": trained.distinct_hypotheses,
                          "mean_ratio": mean_ratios(rows), "rows": rows, "account": account(records, collapse_below)})
     return runs
+
+
+def distinct_outputs(data: Path, checkpoint: Path, log: Path) -> int:
+    """How many different sentences a checkpoint outputs for the 1000 test sentences (greedy): 1 means it reads
+    nothing of its source."""
+    command = [Path(sys.executable).parent / "fairseq-generate", data, "--user-dir", USER_DIR, "--path", checkpoint,
+               "--gen-subset", "test",
+               "--beam", "1", "--max-tokens", "8000", "--required-batch-size-multiple", "1", "--remove-bpe",
+               "sentencepiece", "--cpu", "--max-len-b", "60"]
+    finished = run_logged(command, log, progress=False)
+    if finished.code != 0:
+        raise RuntimeError(f"fairseq-generate failed, see {log}")
+    return len(set(hypotheses_in_order(log.read_text(encoding="utf-8"))))
+
+
+def decode_epochs(out: Path) -> list[dict[str, Any]]:
+    """Distinct greedy outputs of each Admin run's epoch checkpoints (ends of epochs 1 and 2) and its last one."""
+    rows = []
+    for schedule in SCHEDULES:
+        run = next(run for run in schedule.plan if run.method == "admin")
+        save_dir = schedule.work / "checkpoints" / run.name
+        data = schedule.work / "data" / "multi30k_de_en" / "bin"
+        for name in ("checkpoint1.pt", "checkpoint2.pt", "checkpoint_last.pt"):
+            if not (save_dir / name).exists():
+                continue
+            update = int(checkpoint_update(save_dir / name))
+            count = distinct_outputs(data, save_dir / name, out / "decode" / f"{schedule.name}-{name}.log")
+            rows.append({"run": f"admin, {schedule_label(schedule)}", "checkpoint": name, "update": update,
+                         "distinct_outputs": count})
+            print(f"monitor_diagnosis: {schedule.name} {name} (update {update}): {count} distinct outputs", flush=True)
+    return rows
+
+
+def checkpoint_update(checkpoint: Path) -> int:
+    """The update a fairseq checkpoint was saved at (torch imported here, so that importing this module stays light)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return int(state["optimizer_history"][-1]["num_updates"])
 
 
 def plot_mean_ratios(runs: list[dict[str, Any]], path: Path) -> None:
@@ -151,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=RESULTS / "monitor")
     parser.add_argument("--collapse-below", type=float, default=0.05)
+    parser.add_argument("--decode", action="store_true",
+                        help="also decode each Admin run's epoch checkpoints greedily and count distinct outputs")
     args = parser.parse_args(argv)
     runs = collect(args.out, args.collapse_below)
     if not runs:
@@ -164,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(args.out / "valid_nll.csv", [{"run": run["label"], "update": u, "valid_nll": v}
                                            for run in runs for u, v in run["valid_curve"]])
     plot_valid(runs, args.out / "valid_nll.png")
+    if args.decode:
+        write_csv(args.out / "distinct_outputs.csv", decode_epochs(args.out))
     write_json(args.out / "summary.json", [{k: v for k, v in run.items() if k != "rows"} for run in runs])
     text = table(runs)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")
