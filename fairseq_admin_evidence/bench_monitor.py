@@ -4,10 +4,13 @@ Real ``fairseq-train`` subprocesses, identical but for the flag, interleaved in 
 plain, ...) so that other load hits both alike, after one warm-up run that is not counted. Per pair: the
 monitored/plain ratio of fairseq's ``wps`` (training tokens per second, the intervals after the first, so start-up
 is excluded), of the whole process's wall time and of its CPU seconds. Writes ``runs.csv``, ``summary.json`` and
-``ratios.png`` (each pair's ratios, the median marked).
+``ratios.png`` (each pair's ratios, the median marked). Whole processes on a shared 2-core machine drift by several
+per cent between runs; ``--steps`` resolves the cost better: one trainer in one process trains the same batches in
+blocks of ``--interval`` updates, the monitor attached and detached in turn.
 
     python -m fairseq_admin_evidence.bench_monitor                     # 6L-6L d128, 300 updates, 5 pairs, 1 thread
-    python -m fairseq_admin_evidence.bench_monitor --toy               # CI size
+    python -m fairseq_admin_evidence.bench_monitor --steps --pairs 8   # in one process, blocks of 100 updates
+    python -m fairseq_admin_evidence.bench_monitor --toy [--steps]     # CI size
 """
 
 from __future__ import annotations
@@ -57,6 +60,52 @@ def pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def step_pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
+    """One process, one trainer, the same batches: blocks of ``--interval`` updates with the monitor attached and
+    detached in turn, so each monitored block holds exactly one measurement and machine drift between blocks is
+    small. The per-update time of each block (``seconds``) is what :func:`ratios` pairs."""
+    import time
+
+    import torch
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    from fairseq_admin.monitor import BranchMonitor
+    from fairseq_admin_evidence.in_process import batches, build_in_process
+
+    out = args.out / "steps"
+    size = model_flags(args.layers, args.dim, 4 * args.dim, max(1, args.dim // 32))
+    profile = out / "admin_profile.json"
+    common = [str(data), *COMMON, *size, "--max-tokens", str(args.max_tokens), "--save-dir", str(out)]
+    if not profile.exists():
+        fairseq_train([*common, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
+                      out / "profile.log", progress=False)
+    torch.set_num_threads(1)
+    train_args, task, model = build_in_process([*common, "--init-type", "adaptive", "--admin-profile", str(profile)])
+    cfg = convert_namespace_to_omegaconf(train_args)
+    trainer = Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
+    samples = batches(task, model, train_args, "train", args.interval, args.max_tokens)
+    monitor = BranchMonitor(model, args.interval, max_skipped=10, save_dir=str(out))
+
+    def block(monitored: bool) -> float:
+        if monitored:
+            model.admin_monitor = monitor
+        else:
+            model.__dict__.pop("admin_monitor", None)
+        start = time.perf_counter()
+        for sample in samples:
+            trainer.train_step([sample])
+        return (time.perf_counter() - start) / len(samples)
+
+    block(True)  # warm-up, not counted
+    rows = []
+    for pair in range(args.pairs):
+        for name in ("plain", "monitored") if pair % 2 == 0 else ("monitored", "plain"):
+            rows.append({"pair": pair, "variant": name, "seconds": block(name == "monitored")})
+            print(f"  pair {pair} {name:>9}: {1000 * rows[-1]['seconds']:.1f} ms/update", flush=True)
+    return rows
+
+
 def ratios(rows: list[dict[str, Any]], key: str) -> list[float]:
     """Per pair, monitored over plain; for wps, plain over monitored, so that every ratio is a cost (> 1: slower)."""
     by_pair = {(r["pair"], r["variant"]): r[key] for r in rows}
@@ -91,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-interval", type=int, default=50)
     parser.add_argument("--interval", type=int, default=100, help="--admin-monitor-interval of the monitored runs")
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--steps", action="store_true",
+                        help="in one process: blocks of --interval updates on the same batches, monitor on and off "
+                             "in turn (resolves ~1 %%, where whole processes drift by several)")
     parser.add_argument("--toy", action="store_true", help="CI size: 2L d32, 12 updates, 2 pairs, interval 4")
     args = parser.parse_args(argv)
     if args.toy:
@@ -101,11 +153,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data = args.data or ensure_data()
-    rows = pairs(args, data)
+    rows = step_pairs(args, data) if args.steps else pairs(args, data)
     write_csv(args.out / "runs.csv", rows)
-    costs = {key: ratios(rows, key) for key in RATIO_KEYS}
+    costs = {key: ratios(rows, key) for key in (("seconds",) if args.steps else RATIO_KEYS)}
     size = f"{args.layers}L-{args.layers}L d{args.dim}"
-    summary = {"size": size, "max_tokens": args.max_tokens, "updates": args.updates, "interval": args.interval,
+    summary = {"size": size, "max_tokens": args.max_tokens, "mode": "steps" if args.steps else "processes",
+               "updates": args.interval if args.steps else args.updates, "interval": args.interval,
                "pairs": args.pairs, "threads": 1, "cost_ratio": {key: spread(values) for key, values in costs.items()}}
     write_json(args.out / "summary.json", summary)
     plot(costs, f"monitor every {args.interval} updates, {size}, {args.updates} updates, {args.pairs} pairs",

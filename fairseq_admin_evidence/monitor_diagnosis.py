@@ -87,7 +87,7 @@ def distinct_outputs(data: Path, checkpoint: Path, log: Path) -> int:
     return len(set(hypotheses_in_order(log.read_text(encoding="utf-8"))))
 
 
-def decode_epochs(out: Path) -> list[dict[str, Any]]:
+def decode_epochs() -> list[dict[str, Any]]:
     """Distinct greedy outputs of each Admin run's epoch checkpoints (ends of epochs 1 and 2) and its last one."""
     rows = []
     for schedule in SCHEDULES:
@@ -98,7 +98,7 @@ def decode_epochs(out: Path) -> list[dict[str, Any]]:
             if not (save_dir / name).exists():
                 continue
             update = int(checkpoint_update(save_dir / name))
-            count = distinct_outputs(data, save_dir / name, out / "decode" / f"{schedule.name}-{name}.log")
+            count = distinct_outputs(data, save_dir / name, schedule.work / "decode" / f"{run.name}-{name}.log")
             rows.append({"run": f"admin, {schedule_label(schedule)}", "checkpoint": name, "update": update,
                          "distinct_outputs": count})
             print(f"monitor_diagnosis: {schedule.name} {name} (update {update}): {count} distinct outputs", flush=True)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                                            for run in runs for u, v in run["valid_curve"]])
     plot_valid(runs, args.out / "valid_nll.png")
     if args.decode:
-        write_csv(args.out / "distinct_outputs.csv", decode_epochs(args.out))
+        write_csv(args.out / "distinct_outputs.csv", decode_epochs())
     write_json(args.out / "summary.json", [{k: v for k, v in run.items() if k != "rows"} for run in runs])
     text = table(runs)
     (args.out / "table.md").write_text(text + "\n", encoding="utf-8")

@@ -196,6 +196,14 @@ def test_bench_monitor(data_bin: Path, tmp_path: Path) -> None:
     assert (tmp_path / "ratios.png").stat().st_size > 0
 
 
+def test_bench_monitor_in_one_process(data_bin: Path, tmp_path: Path) -> None:
+    run_evidence("bench_monitor", "--steps", "--data", data_bin, "--out", tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mode"] == "steps" and len(summary["cost_ratio"]["seconds"]["all"]) == 2
+    records = [json.loads(line) for line in (tmp_path / "steps" / "admin_monitor.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "measure" for r in records) == 3  # one per monitored block (warm-up included)
+
+
 @pytest.mark.parametrize("name", EVIDENCE)
 def test_help(name: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"fairseq_admin_evidence.{name}", "--help"], cwd=REPO,
