@@ -144,3 +144,17 @@ def test_two_nodes_with_their_own_disks_train_from_rank0s_profile_and_resume(dat
     assert ranks[0][1] == ranks[1][1]
     assert re.search(r"loaded checkpoint \S+ \(epoch 1 @ 3 updates\)", resumed, re.IGNORECASE), resumed[-3000:]
     assert "num_updates=5" in resumed
+
+
+def test_the_monitor_on_two_ranks_is_written_by_rank0_only(data_bin, profile_path, tmp_path):
+    nodes = tmp_path / "nodes"
+    (nodes / "rank0" / "ck").mkdir(parents=True)
+    shutil.copy(profile_path, nodes / "rank0" / "ck" / "admin_profile.json")
+    result, = launch(["2", "--rank-dir", str(nodes), str(data_bin), *TRAIN, "--init-type", "adaptive",
+                      "--save-dir", "ck", "--max-update", "4", "--admin-monitor-interval", "2"])
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert set(digests(result.stdout)) == {0, 1}, result.stdout[-3000:]
+    records = [json.loads(line) for line in (nodes / "rank0" / "ck" / "admin_monitor.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["update"]) for r in records] == [("start", 0), ("measure", 2), ("measure", 4)]
+    assert all(layer["grad_norm"] > 0 for r in records[1:] for layer in r["layers"])  # all-reduced gradients
+    assert not (nodes / "rank1" / "ck" / "admin_monitor.jsonl").exists()
