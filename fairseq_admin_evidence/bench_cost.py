@@ -47,6 +47,27 @@ TOY_ARCH_FLAGS = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--e
 MIB = 1024.0
 
 
+def timed_run(argv: list[str], log: Path) -> dict[str, Any]:
+    """One ``fairseq-train`` run: its mean ``wps`` after the first interval (warm-up excluded), wall and CPU seconds."""
+    run = fairseq_train(argv, log, progress=False)
+    intervals, _ = parse_fairseq_log(log)
+    wps = [r["wps"] for r in intervals[1:]] or [r["wps"] for r in intervals]
+    return {"wps": statistics.mean(wps), "intervals": len(wps), "seconds": run.seconds, "cpu_s": run.cpu_seconds}
+
+
+def interleaved(variants: dict[str, list[str]], train: list[str], out: Path, reps: int) -> list[dict[str, Any]]:
+    """Each variant's flags added to ``train``, once per repetition, in alternating order (A B, B A, ...) so that
+    load from other users of the machine hits all alike; one row per run (``rep``, ``model``, :func:`timed_run`)."""
+    names = list(variants)
+    rows = []
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else names[::-1]:
+            rows.append({"rep": rep, "model": name,
+                         **timed_run([*train, *variants[name]], out / f"{name}_{rep}.log")})
+            print(f"  rep {rep} {name:>9}: {rows[-1]['wps']:.0f} tokens/s ({rows[-1]['seconds']:.1f} s)", flush=True)
+    return rows
+
+
 def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], max_tokens: int, updates: int,
                log_interval: int, reps: int) -> list[dict[str, Any]]:
     """Interleaved stock/admin runs; one row per run with its mean post-warm-up wps."""
@@ -58,18 +79,7 @@ def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], ma
     fairseq_train([*train, *size, "--init-type", "adaptive-profiling", "--admin-profile", str(profile),
                    "--save-dir", str(out / "throughput")], out / "throughput" / "profile.log", progress=False)
     runs = {"stock": stock_size, "admin": [*size, "--init-type", "adaptive", "--admin-profile", str(profile)]}
-    rows = []
-    for rep in range(reps):
-        order = ["stock", "admin"] if rep % 2 == 0 else ["admin", "stock"]
-        for name in order:
-            log = out / "throughput" / f"{name}_{rep}.log"
-            run = fairseq_train([*train, *runs[name]], log, progress=False)
-            intervals, _ = parse_fairseq_log(log)
-            wps = [r["wps"] for r in intervals[1:]] or [r["wps"] for r in intervals]
-            rows.append({"rep": rep, "model": name, "wps": statistics.mean(wps), "intervals": len(wps),
-                         "seconds": run.seconds, "cpu_s": run.cpu_seconds})
-            print(f"  rep {rep} {name:>5}: {rows[-1]['wps']:.0f} tokens/s ({run.seconds:.0f}s)", flush=True)
-    return rows
+    return interleaved(runs, train, out / "throughput", reps)
 
 
 def _proc_kib(field: str) -> int:

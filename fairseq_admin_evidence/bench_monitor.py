@@ -21,22 +21,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fairseq_admin_evidence.bench_cost import COMMON, spread
+from fairseq_admin_evidence.bench_cost import COMMON, interleaved, spread, timed_run
 from fairseq_admin_evidence.data import ensure_data
-from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log
 from fairseq_admin_evidence.methods import model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
 RATIO_KEYS = ("wps", "seconds", "cpu_s")
-
-
-def run_once(argv: list[str], log: Path) -> dict[str, Any]:
-    finished = fairseq_train(argv, log, progress=False)
-    intervals, _ = parse_fairseq_log(log)
-    wps = [r["wps"] for r in intervals[1:]] or [r["wps"] for r in intervals]
-    return {"wps": statistics.mean(wps), "seconds": finished.seconds, "cpu_s": finished.cpu_seconds}
 
 
 def pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
@@ -50,14 +42,8 @@ def pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
                       out / "profile.log", progress=False)
     variants = {"plain": [], "monitored": ["--admin-monitor-interval", str(args.interval)]}
     admin = [*train, "--init-type", "adaptive", "--admin-profile", str(profile)]
-    run_once([*admin, *variants["monitored"]], out / "warmup.log")
-    rows = []
-    for pair in range(args.pairs):
-        for name in ("plain", "monitored") if pair % 2 == 0 else ("monitored", "plain"):
-            row = {"pair": pair, "variant": name, **run_once([*admin, *variants[name]], out / f"{name}_{pair}.log")}
-            rows.append(row)
-            print(f"  pair {pair} {name:>9}: {row['wps']:.0f} tokens/s, {row['seconds']:.1f} s", flush=True)
-    return rows
+    timed_run([*admin, *variants["monitored"]], out / "warmup.log")
+    return interleaved(variants, admin, out, args.pairs)
 
 
 def step_pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
@@ -99,17 +85,17 @@ def step_pairs(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
 
     block(True)  # warm-up, not counted
     rows = []
-    for pair in range(args.pairs):
-        for name in ("plain", "monitored") if pair % 2 == 0 else ("monitored", "plain"):
-            rows.append({"pair": pair, "variant": name, "seconds": block(name == "monitored")})
-            print(f"  pair {pair} {name:>9}: {1000 * rows[-1]['seconds']:.1f} ms/update", flush=True)
+    for rep in range(args.pairs):
+        for name in ("plain", "monitored") if rep % 2 == 0 else ("monitored", "plain"):
+            rows.append({"rep": rep, "model": name, "seconds": block(name == "monitored")})
+            print(f"  rep {rep} {name:>9}: {1000 * rows[-1]['seconds']:.1f} ms/update", flush=True)
     return rows
 
 
 def ratios(rows: list[dict[str, Any]], key: str) -> list[float]:
     """Per pair, monitored over plain; for wps, plain over monitored, so that every ratio is a cost (> 1: slower)."""
-    by_pair = {(r["pair"], r["variant"]): r[key] for r in rows}
-    count = 1 + max(r["pair"] for r in rows)
+    by_pair = {(r["rep"], r["model"]): r[key] for r in rows}
+    count = 1 + max(r["rep"] for r in rows)
     if key == "wps":
         return [by_pair[(p, "plain")] / by_pair[(p, "monitored")] for p in range(count)]
     return [by_pair[(p, "monitored")] / by_pair[(p, "plain")] for p in range(count)]

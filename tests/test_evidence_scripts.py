@@ -191,7 +191,7 @@ def test_bench_monitor(data_bin: Path, tmp_path: Path) -> None:
     assert summary["pairs"] == 2 and len(summary["cost_ratio"]["wps"]["all"]) == 2
     assert all(0.5 < ratio < 2 for key in ("wps", "seconds", "cpu_s") for ratio in summary["cost_ratio"][key]["all"])
     rows = read_csv(tmp_path / "runs.csv")
-    assert [r["variant"] for r in rows] == ["plain", "monitored", "monitored", "plain"]
+    assert [r["model"] for r in rows] == ["plain", "monitored", "monitored", "plain"]
     assert (tmp_path / "runs" / "admin_monitor.jsonl").exists()  # the monitored runs really monitored
     assert (tmp_path / "ratios.png").stat().st_size > 0
 
