@@ -9,8 +9,8 @@ importing a tool does not load fairseq. ``fairseq-admin-dir`` prints this direct
 """
 
 from fairseq_admin.compat import (
-    allow_bf16_without_tpu,
     allow_fairseq_checkpoints,
+    fix_call_main,
     load_broadcast_checkpoints,
     overflow_handler_on_any_device,
 )
@@ -18,7 +18,7 @@ from fairseq_admin.monitor import attach_to_fairseq_trainer
 from fairseq_admin_tools.errors import install_excepthook
 
 allow_fairseq_checkpoints()
-allow_bf16_without_tpu()
+fix_call_main()
 load_broadcast_checkpoints()
 overflow_handler_on_any_device()
 attach_to_fairseq_trainer()

@@ -4,10 +4,12 @@
   config as an ``argparse.Namespace`` inside every checkpoint, so ``fairseq-generate`` fails with
   "WeightsUnpickler error ... argparse.Namespace". Allow-listing exactly that class keeps the safe
   loader (no arbitrary code runs) and lets our checkpoints, and stock ones, load.
-* fairseq 0.12's option parsing turns ``--bf16`` into ``--tpu`` and training then fails without
-  torch_xla. We undo that where no TPU runtime is installed, for every architecture (stock
-  baselines included), at the one place every ``fairseq-train``/``fairseq-hydra-train`` run passes
-  through after its config is final: ``fairseq.distributed.utils.call_main``.
+* Two fixes at the one place every ``fairseq-train``/``fairseq-hydra-train`` run passes through after
+  its config is final, ``fairseq.distributed.utils.call_main`` (:func:`fix_call_main`), for every
+  architecture (stock baselines included):
+  * fairseq 0.12's option parsing turns ``--bf16`` into ``--tpu`` and training then fails without
+    torch_xla. We undo that where no TPU runtime is installed.
+  * Processes started by torchrun train as N separate rank-0 runs on CPU (:func:`join_torchrun_world`).
 * Resuming a data-parallel run: rank 0 sends the checkpoint to the other ranks, which read it with
   torch's new safe loader and fail on fairseq's omegaconf config (:func:`load_broadcast_checkpoints`).
 * An fp16 gradient overflow on a machine without CUDA: fairseq's handler calls ``.cuda()``
@@ -19,9 +21,17 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import logging
+import os
 from typing import Any
 
 import torch
+
+from fairseq_admin_tools.errors import AdminError
+
+logger = logging.getLogger(__name__)
+
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def allow_fairseq_checkpoints() -> None:
@@ -39,7 +49,44 @@ def bf16_without_tpu(cfg: Any) -> None:
         common.tpu = False
 
 
-def allow_bf16_without_tpu() -> None:
+def join_torchrun_world(cfg: Any) -> None:
+    """Make the processes torchrun started the ranks of one world, as torchrun's environment says.
+
+    fairseq 0.12 reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)
+    only when ``--distributed-world-size`` is above 1, and that option defaults to the number of CUDA
+    devices. On CPU (or one GPU per node) every process therefore trains alone as rank 0 of a world of 1,
+    all into the same save dir; given the option, fairseq sets the device to ``rank % cuda.device_count()``,
+    a ZeroDivisionError without CUDA. Here the world comes from the environment, the device from
+    ``LOCAL_RANK``, and a CPU run whose flags cannot work on CPU stops at start with the flags to use.
+    """
+    dist = cfg.distributed_training
+    if dist.distributed_init_method is not None or cfg.common.tpu:
+        return
+    if not all(key in os.environ for key in TORCHRUN_ENV) or int(os.environ["WORLD_SIZE"]) <= 1:
+        return
+    on_cpu = cfg.common.cpu or not torch.cuda.is_available()
+    if on_cpu:
+        wrong = []
+        if dist.distributed_backend != "gloo":
+            wrong.append(f"--distributed-backend {dist.distributed_backend} (CPU ranks need gloo)")
+        if dist.ddp_backend not in ("legacy_ddp", "no_c10d"):
+            wrong.append(f"--ddp-backend {dist.ddp_backend} (PyTorch's DDP asks for a GPU device id)")
+        if wrong:
+            raise AdminError(
+                f"torchrun started {os.environ['WORLD_SIZE']} CPU ranks, but {' and '.join(wrong)} cannot run on "
+                "CPU: add --distributed-backend gloo --ddp-backend legacy_ddp"
+            )
+    dist.distributed_init_method = "env://"
+    dist.distributed_world_size = int(os.environ["WORLD_SIZE"])
+    dist.distributed_rank = int(os.environ["RANK"])
+    dist.device_id = 0 if on_cpu else int(os.environ.get("LOCAL_RANK", 0))
+    dist.distributed_no_spawn = True  # torchrun made the processes
+    logger.info(f"torchrun: rank {dist.distributed_rank} of a world of {dist.distributed_world_size} "
+                f"({dist.distributed_backend}, env://)")
+
+
+def fix_call_main() -> None:
+    """Route fairseq's ``call_main`` through :func:`bf16_without_tpu` and :func:`join_torchrun_world`."""
     from fairseq.distributed import utils as distributed_utils
 
     call_main = distributed_utils.call_main
@@ -49,6 +96,7 @@ def allow_bf16_without_tpu() -> None:
     @functools.wraps(call_main)
     def patched(cfg: Any, main: Any, **kwargs: Any) -> Any:
         bf16_without_tpu(cfg)
+        join_torchrun_world(cfg)
         return call_main(cfg, main, **kwargs)
 
     patched._fairseq_admin = True  # type: ignore[attr-defined]

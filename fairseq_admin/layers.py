@@ -178,7 +178,10 @@ def check_branch_order(model: nn.Module) -> None:
                 if side == "encoder":
                     layer(x, None)
                 else:
-                    encoder_out = torch.zeros_like(x) if layer.encoder_attn is not None else None
+                    # cross-self-attention (--cross-self-attention) reads the encoder output in self-attention
+                    needs_encoder = layer.encoder_attn is not None or layer.cross_self_attention
+                    width = layer.encoder_attn.kdim if layer.encoder_attn is not None else layer.embed_dim
+                    encoder_out = x.new_zeros(2, 1, width) if needs_encoder else None
                     layer(x, encoder_out, None)
         finally:
             layer.train(was_training)

@@ -8,6 +8,7 @@ sets ω, after ``--ffn-init`` has set the initialization of fairseq 0.8 where as
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from dataclasses import field, fields, make_dataclass
@@ -28,7 +29,7 @@ from fairseq.models.transformer.transformer_legacy import (
     transformer_wmt_en_de,
 )
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
-from omegaconf import II
+from omegaconf import II, DictConfig, OmegaConf
 
 from fairseq_admin import init_types
 from fairseq_admin.layers import (
@@ -42,6 +43,7 @@ from fairseq_admin.layers import (
 )
 from fairseq_admin.monitor import BranchMonitor
 from fairseq_admin.profiling import PADDING_MODES
+from fairseq_admin.transformer_options import check_supported
 from fairseq_admin_tools.errors import AdminError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
     with_prefix="")``), and its legacy model code reads these flat names; a flat dataclass lets both
     ``fairseq-train`` and ``fairseq-hydra-train`` hand our model one config of the same shape. (In
     fairseq-train the arch functions still fill the defaults, e.g. decoder dims = encoder dims; in hydra,
-    which runs no arch function, give every dimension.)
+    which runs no arch function, give every dimension.) ``layers_to_keep`` is declared ``List[int]`` but read
+    as a comma-separated string (``"0,2"``) by fairseq's model and checkpoint code, so it is a string here.
     """
     flat = []
     for outer in fields(TransformerConfig):
@@ -71,7 +74,8 @@ def _flat_transformer_fields() -> list[tuple[str, Any, Any]]:
                 default = inner.default
                 if isinstance(default, str) and default.startswith("${model."):  # ${model.decoder.embed_dim}
                     default = "${model." + default[len("${model."):].replace(".", "_")
-                flat.append((name, inner.type, _copy_field(inner, default)))
+                kind = Optional[str] if inner.name == "layers_to_keep" else inner.type  # see the docstring
+                flat.append((name, kind, _copy_field(inner, default)))
         else:
             flat.append((outer.name, outer.type, _copy_field(outer, outer.default)))
     return flat
@@ -163,6 +167,7 @@ class TransformerAdminModel(TransformerModel):
             # fairseq's dataclass path (TransformerAdminConfig.from_namespace) drops the name; it is this arch
             args._name = "transformer_admin"
         transformer_admin(args)
+        check_supported(args)
         init_type = init_types.lookup(args.init_type)
         if init_type.post_ln_only and (args.encoder_normalize_before or args.decoder_normalize_before):
             raise AdminError(
@@ -171,6 +176,7 @@ class TransformerAdminModel(TransformerModel):
                 "for a Pre-LN baseline"
             )
         model = super().build_model(args, task)
+        model.args = TransformerConfig.from_namespace(training_namespace(args))  # what a stock model holds
         check_branch_order(model)
         if str(args.ffn_init) == "xavier":
             initialize_as_fairseq_08(model)
@@ -192,6 +198,35 @@ class TransformerAdminModel(TransformerModel):
     def build_decoder(cls, args, tgt_dict, embed_tokens):
         cfg = TransformerConfig.from_namespace(args)
         return AdminTransformerDecoder(cfg, tgt_dict, embed_tokens, no_encoder_attn=cfg.no_cross_attention)
+
+
+def training_namespace(cfg: Any) -> argparse.Namespace:
+    """The flat ``Namespace`` of every training option that a stock ``transformer`` keeps as ``model.args``.
+
+    fairseq hands a legacy model (``transformer``) the whole flat training Namespace, so scripts read
+    ``model.args.seed`` or ``model.args.data``; a dataclass model like ours gets only its model config. The
+    model config fairseq builds (in fairseq-train, fairseq-hydra-train and when loading a checkpoint) still
+    hangs in the run's config tree, so we flatten that tree as fairseq's own legacy conversion would: each
+    group's options, each named component (task, criterion, optimizer, ...) as ``name=_name``, the model's
+    options last, and ``arch``.
+    """
+    flat: dict[str, Any] = {}
+    root = cfg._get_root() if isinstance(cfg, DictConfig) else None
+    if root is not None and root is not cfg:
+        for group in root:
+            node = root._get_node(group)
+            if group == "model" or not isinstance(node, DictConfig):
+                continue
+            values = OmegaConf.to_container(node, resolve=True, throw_on_missing=False)
+            name = values.pop("_name", None)
+            if name is not None:
+                flat[group] = name
+            flat.update({key: value for key, value in values.items() if value != "???"})
+    model_values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else vars(cfg)
+    flat.update({key: value for key, value in model_values.items() if not key.startswith("_")})
+    flat["arch"] = getattr(cfg, "arch", None) or getattr(cfg, "_name", None) or "transformer_admin"
+    flat["_name"] = flat["arch"]
+    return argparse.Namespace(**flat)
 
 
 def initialize_as_fairseq_08(model: nn.Module) -> None:

@@ -1,9 +1,9 @@
 """Admin where its users train: one-step Admin, data-parallel CPU ranks (gloo), and several nodes.
 
-Real ``fairseq-train`` processes started by ``scripts/launch_cpu_ddp.py`` (fairseq's own distributed
-code). The reference for ω is conftest's ``profile_path``: a single-process
-``--init-type adaptive-profiling`` run with the same flags (``--admin-profile-tokens 4096``), so
-one-step Admin must write exactly that profile's ω, whatever the world size.
+Real ``fairseq-train`` processes started by torchrun or by ``scripts/launch_cpu_ddp.py`` (a working
+directory per rank, for node-local disks), running fairseq's own distributed code. The reference for ω is
+conftest's ``profile_path``: a single-process ``--init-type adaptive-profiling`` run with the same flags
+(``--admin-profile-tokens 4096``), so one-step Admin must write exactly that profile's ω, whatever the world size.
 """
 
 from __future__ import annotations
@@ -158,3 +158,33 @@ def test_the_monitor_on_two_ranks_is_written_by_rank0_only(data_bin, profile_pat
     assert [(r["kind"], r["update"]) for r in records] == [("start", 0), ("measure", 2), ("measure", 4)]
     assert all(layer["grad_norm"] > 0 for r in records[1:] for layer in r["layers"])  # all-reduced gradients
     assert not (nodes / "rank1" / "ck" / "admin_monitor.jsonl").exists()
+
+
+def torchrun(*train_args: str | Path) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 --no-python fairseq-train ...``: torchrun's environment, fairseq's own code."""
+    command = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), "--no-python",
+               str(BIN / "fairseq-train"), *map(str, train_args)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, env=ENV)
+
+
+def test_torchrun_on_cpu_joins_one_world_with_one_omega(data_bin, profile_path, tmp_path):
+    save_dir = tmp_path / "ck"
+    result = torchrun(data_bin, *TRAIN, "--cpu", "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp",
+                      "--init-type", "adaptive", "--save-dir", save_dir, "--max-update", "3")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert "distributed init (rank 0)" in out and "distributed init (rank 1)" in out
+    ranks = digests(out)
+    assert set(ranks) == {0, 1} and ranks[0][1] == ranks[1][1], out[-3000:]
+    assert len(re.findall(r"admin: profiled \d+ branches", out)) == 1  # rank 0 profiled, rank 1 received ω
+    assert measured(save_dir / "admin_profile.json") == measured(profile_path)
+    assert "num_updates=3" in out
+
+
+def test_torchrun_on_cpu_without_gloo_stops_at_start(data_bin, tmp_path):
+    result = torchrun(data_bin, *TRAIN, "--cpu", "--init-type", "adaptive", "--save-dir", tmp_path / "ck",
+                      "--max-update", "3")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "torchrun started 2 CPU ranks" in out and "add --distributed-backend gloo --ddp-backend legacy_ddp" in out
+    assert not (tmp_path / "ck").exists()
