@@ -52,6 +52,7 @@ STOCK_KEY = re.compile(
     r"^(encoder|decoder)\.("
     r"version|embed_tokens\.weight|embed_positions\.(weight|_float_tensor)|layernorm_embedding\.(weight|bias)"
     r"|output_projection\.weight"
+    r"|project_in_dim\.weight|project_out_dim\.weight|quant_noise\.weight|adaptive_softmax\..+"
     r"|layers\.\d+\.(self_attn|encoder_attn)\.(q|k|v|out)_proj\.(weight|bias)"
     r"|layers\.\d+\.(self_attn_layer_norm|encoder_attn_layer_norm|final_layer_norm)\.(weight|bias)"
     r"|layers\.\d+\.fc[12]\.(weight|bias)"

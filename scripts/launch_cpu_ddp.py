@@ -1,7 +1,8 @@
 """Run ``fairseq-train`` data-parallel on CPU: N processes, gloo, fairseq's own distributed code.
 
-fairseq 0.12 cannot start CPU processes itself: its spawn path counts GPUs, and its
-torchrun path divides by ``torch.cuda.device_count()``. This shim starts N ordinary
+For plain data-parallel CPU runs use torchrun (the plugin makes fairseq join torchrun's world; see the
+README). This launcher is for what torchrun cannot do: run every rank in its own working directory
+(``--rank-dir``), to test node-local disks on one machine. It starts N ordinary
 ``fairseq-train`` processes with the explicit flags fairseq already has for that case
 (``--distributed-no-spawn --distributed-rank R --distributed-init-method tcp://...``),
 ``--distributed-backend gloo`` and ``--ddp-backend legacy_ddp`` (PyTorch DDP wants a

@@ -90,6 +90,9 @@ TRIALS: dict[str, list[str]] = {
 # Options refused on this machine (no CUDA, no xFormers); the table says which work elsewhere.
 REFUSED_HERE = {"tie_adaptive_weights", "tie_adaptive_proj", "base_layers", "quant_noise_scalar",
                 "encoder_xformers_att_config", "decoder_xformers_att_config"}
+# fairseq-admin-export refuses these, naming why (see its module docstring).
+NOT_EXPORTABLE = {"encoder_layerdrop", "decoder_layerdrop", "encoder_layers_to_keep", "decoder_layers_to_keep",
+                  "cross_self_attention"}
 PRE_LN = {"encoder_normalize_before", "decoder_normalize_before"}
 # fairseq's own transformer cannot train with these from the command line: argparse gives layers_to_keep as a
 # list, which its build_model then splits as a string. transformer_admin declares it a string (model.py).
@@ -149,14 +152,20 @@ def _build(data_bin: Path, arch: str, option: str, extra: list[str], save_dir: P
     return args, task, task.build_model(args)
 
 
-def _training_loss(args, task, model) -> torch.Tensor:
+def _first_batch(task, model) -> dict:
     from fairseq import utils
 
     task.load_dataset("train", epoch=1, combine=True)
-    sample = next(iter(task.get_batch_iterator(
+    return next(iter(task.get_batch_iterator(
         dataset=task.dataset("train"), max_tokens=512, max_positions=utils.resolve_max_positions(
             task.max_positions(), model.max_positions()), ignore_invalid_inputs=True, seed=1,
         num_workers=0).next_epoch_itr(shuffle=False)))
+
+
+def _training_loss(args, task, model) -> torch.Tensor:
+    from fairseq import utils
+
+    sample = _first_batch(task, model)
     model.train()
     utils.set_torch_seed(2)
     loss, _, _ = task.build_criterion(args)(model, sample)
@@ -182,10 +191,31 @@ def test_every_option_works_like_the_stock_transformer_or_is_refused(option, dat
     args, task, model = _build(data_bin, "transformer_admin", option, ["--init-type", "adaptive"],
                                tmp_path / "admin", embeddings)
     assert (tmp_path / "admin" / "admin_profile.json").is_file()  # one-step Admin profiled
+    assert _exported_like_stock(option, args, task, model, data_bin, embeddings, tmp_path) == (
+        option not in NOT_EXPORTABLE)
     loss = _training_loss(args, task, model)
     omegas = [p for n, p in model.named_parameters() if n.endswith(".omega")]
     assert torch.isfinite(loss) and max(float(w.max()) for w in omegas) > 1.0
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _exported_like_stock(option, args, task, model, data_bin, embeddings, tmp_path) -> bool:
+    """fairseq-admin-export's folding, in-process: refused (False), or a stock model with the same outputs."""
+    from fairseq_admin.export import check_foldable, fold_omegas
+
+    state = model.state_dict()
+    try:
+        check_foldable(vars(args), state)
+    except AdminError:
+        return False
+    _, _, stock = _build(data_bin, "transformer", option, [], tmp_path / "exported", embeddings)
+    stock.load_state_dict(fold_omegas(state), strict=True)
+    sample = _first_batch(task, model)
+    model.eval(), stock.eval()
+    with torch.no_grad():
+        admin_out, stock_out = model(**sample["net_input"])[0], stock(**sample["net_input"])[0]
+    torch.testing.assert_close(stock_out, admin_out, rtol=1e-4, atol=1e-4)
+    return True
 
 
 # Every init type under the options that change a layer's structure or its call.
