@@ -8,20 +8,26 @@ user errors without a traceback. This is what fairseq's ``--user-dir`` loads; th
 importing a tool does not load fairseq. ``fairseq-admin-dir`` prints this directory.
 """
 
-from fairseq_admin.compat import (
+from fairseq_admin_tools.errors import install_excepthook
+
+install_excepthook()
+
+from fairseq_admin.compat import (  # noqa: E402
     allow_fairseq_checkpoints,
     fix_call_main,
     load_broadcast_checkpoints,
     overflow_handler_on_any_device,
+    require_fairseq,
 )
-from fairseq_admin.monitor import attach_to_fairseq_trainer
-from fairseq_admin_tools.errors import install_excepthook
+
+require_fairseq()
+
+from fairseq_admin.monitor import attach_to_fairseq_trainer  # noqa: E402
 
 allow_fairseq_checkpoints()
 fix_call_main()
 load_broadcast_checkpoints()
 overflow_handler_on_any_device()
 attach_to_fairseq_trainer()
-install_excepthook()
 
 from fairseq_admin import model, radam  # noqa: E402,F401  (registers with fairseq)

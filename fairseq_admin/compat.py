@@ -34,6 +34,25 @@ logger = logging.getLogger(__name__)
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+MIN_FAIRSEQ = (0, 12)
+INSTALL_FAIRSEQ = (
+    "install one: bash scripts/setup.sh (a fresh environment), or `pip install --no-build-isolation "
+    "fairseq-fixed==0.12.3.1` after torch (Python 3.11), or `pip install -e YOUR_FAIRSEQ_CHECKOUT`"
+)
+
+
+def require_fairseq() -> None:
+    """fairseq is not a declared requirement (a user's own fairseq must not be replaced): check it here."""
+    if importlib.util.find_spec("fairseq") is None:
+        raise AdminError(f"fairseq-admin needs fairseq >= 0.12, and this Python has none: {INSTALL_FAIRSEQ}")
+    import fairseq
+
+    version = str(getattr(fairseq, "__version__", "0"))
+    parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit())
+    if parts < MIN_FAIRSEQ:
+        raise AdminError(f"fairseq-admin needs fairseq >= 0.12, this Python has fairseq {version}: {INSTALL_FAIRSEQ}")
+
+
 def allow_fairseq_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:  # torch < 2.4 loads everything anyway
