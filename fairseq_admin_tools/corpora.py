@@ -378,12 +378,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-admin-corpus", description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--downloads", required=True, help="directory the archives were unpacked into")
-    parser.add_argument("--dest", required=True, help="where to write {train,valid,test,test.raw}.LANG")
+    parser.add_argument("--dest", "--destdir", required=True, help="where to write {train,valid,test,test.raw}.LANG")
+    parser.add_argument("-s", "--source-lang", default=None, help="the task's source language (a check)")
+    parser.add_argument("-t", "--target-lang", default=None, help="the task's target language (a check)")
     parser.add_argument("--pipeline", choices=["moses", "raw"], default="moses",
                         help="moses: the paper's Moses tokenization (for BPE); raw: untokenized (for sentencepiece)")
     parser.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     args = parser.parse_args(argv)
     task = TASKS[args.task]
+    for given, expected, option in ((args.source_lang, task.src, "-s"), (args.target_lang, task.tgt, "-t")):
+        if given is not None and given != expected:
+            raise AdminError(f"{option} {given}: {args.task} translates {task.src} -> {task.tgt}; pass {option} "
+                             f"{expected} or leave it out (the files hold both languages either way)")
     if all(os.path.exists(os.path.join(args.dest, f"test.{lang}")) for lang in (task.src, task.tgt)):
         print(f"fairseq-admin-corpus: {args.dest} is complete")
         return

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from fairseq_admin_tools.corpora import Cleaner, CleanRule, Pair, batched, lines, ordered_map, zip_sides
 from fairseq_admin_tools.errors import AdminError, command_line_tool
 from fairseq_admin_tools.fairseq_commands import fairseq_command
-from fairseq_admin_tools.files import AtomicFile, open_text, publish
+from fairseq_admin_tools.files import AtomicFile, publish
 
 DEFAULT_SPLITS = "train=train,valid=val,test=test_2016_flickr"
 ENCODE_BATCH = 10000
@@ -44,16 +44,13 @@ def _find(raw_dir: str, name: str, lang: str) -> str:
     raise AdminError(f"no {name}.{lang}[.gz] in {raw_dir}: point --raw-dir (or $MULTI30K_DIR) at the raw text")
 
 
-def _text_lines(path: str) -> Iterator[str]:
-    """Lines as ``str.splitlines`` cuts them (what this step has always used), streamed."""
-    with open_text(path) as f:
-        for line in f:
-            yield from line.splitlines() or [""]
-
-
 def read_pairs(raw_dir: str, name: str, src: str, tgt: str, limit: int | None) -> Iterator[Pair]:
-    """Stripped sentence pairs of NAME.SRC / NAME.TGT, streamed; the first ``limit`` only if given."""
-    pairs = zip_sides(_text_lines(_find(raw_dir, name, src)), _text_lines(_find(raw_dir, name, tgt)),
+    """Stripped sentence pairs of NAME.SRC / NAME.TGT, streamed; the first ``limit`` only if given.
+
+    Lines end at ``\n`` only, as in the corpus step: ``str.splitlines`` would also cut at U+2028, U+0085,
+    ``\x0b``, ``\x0c`` and ``\x1c``-``\x1e``, splitting a pair or shifting one language against the other.
+    """
+    pairs = zip_sides(lines(_find(raw_dir, name, src)), lines(_find(raw_dir, name, tgt)),
                       f"{name}.{src} / {name}.{tgt}")
     return ((s.strip(), t.strip()) for s, t in itertools.islice(pairs, limit or None))
 
@@ -213,9 +210,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="spm: raw text -> joint sentencepiece; bpe: Moses tokens -> joint subword-nmt BPE")
     parser.add_argument("--raw-dir", default=None,
                         help="input text, NAME.LANG[.gz] (default: $MULTI30K_DIR or ../shared/data/multi30k)")
-    parser.add_argument("--dest", required=True, help="output directory (text/, spm.model or bpe.codes, bin/)")
-    parser.add_argument("--src", default="de")
-    parser.add_argument("--tgt", default="en")
+    parser.add_argument("--dest", "--destdir", required=True,
+                        help="output directory: text/, spm.model or bpe.codes, and bin/ (fairseq-preprocess's destdir)")
+    parser.add_argument("--src", "-s", "--source-lang", dest="src", default="de")
+    parser.add_argument("--tgt", "-t", "--target-lang", dest="tgt", default="en")
     parser.add_argument("--vocab-size", type=int, default=8000, help="spm: sentencepiece vocabulary size")
     parser.add_argument("--bpe-merges", type=int, default=10000, help="bpe: number of merge operations (learn_bpe -s)")
     parser.add_argument("--clean-after-bpe", type=_clean_rule, default=None, metavar="MIN-MAX:RATIO",

@@ -55,13 +55,16 @@ def build_model(data_bin: Path, *flags: str):
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """First 2000 Multi30k de-en training pairs, joint sentencepiece (1000) trained here, binarized."""
+    """First 2000 Multi30k de-en training pairs, joint sentencepiece (1000) trained here, binarized.
+
+    Prepared with fairseq-preprocess's option names (-s, -t, --destdir), which fairseq-admin-prepare accepts.
+    """
     if not MULTI30K.is_dir():
         pytest.fail(f"Multi30k not found at {MULTI30K}; set MULTI30K_DIR")
     dest = tmp_path_factory.mktemp("multi30k")
     subprocess.run(
-        [sys.executable, "-m", "fairseq_admin_tools.prepare", "--raw-dir", str(MULTI30K), "--dest", str(dest),
-         "--src", "de", "--tgt", "en", "--vocab-size", "1000", "--max-train-pairs", "2000"],
+        [sys.executable, "-m", "fairseq_admin_tools.prepare", "--raw-dir", str(MULTI30K), "--destdir", str(dest),
+         "-s", "de", "-t", "en", "--vocab-size", "1000", "--max-train-pairs", "2000"],
         cwd=REPO, check=True, capture_output=True,
     )
     return dest

@@ -331,3 +331,23 @@ def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+def test_prepare_splits_lines_on_newline_only(tmp_path: Path) -> None:
+    """U+2028 and \\x0c inside a sentence stay in it (str.splitlines would cut both pairs in two)."""
+    from fairseq_admin_tools.prepare import read_pairs
+
+    de = ["ein Hund\u2028läuft", "zwei Katzen", "ein\x0cMann"]
+    en = ["a dog\u2028runs", "two cats", "a\x0cman"]
+    (tmp_path / "train.de").write_text("\n".join(de) + "\n", encoding="utf-8")
+    (tmp_path / "train.en").write_text("\n".join(en) + "\n", encoding="utf-8")
+    assert list(read_pairs(str(tmp_path), "train", "de", "en", None)) == list(zip(de, en, strict=True))
+
+
+def test_corpus_takes_fairseq_preprocess_option_names(tmp_path: Path) -> None:
+    """-s/-t/--destdir (conftest's data_dir prepares with them too); -s/-t must match the task."""
+    result = subprocess.run([str(BIN / "fairseq-admin-corpus"), "wmt14_en_de", "--downloads", str(tmp_path),
+                             "--destdir", str(tmp_path / "c"), "-s", "de", "-t", "en"],
+                            capture_output=True, text=True)
+    assert result.returncode != 0 and "-s de: wmt14_en_de translates en -> de" in result.stderr
+    assert not (tmp_path / "c").exists()
