@@ -29,6 +29,7 @@ from fairseq_admin_evidence.convergence import SCHEDULES, TABLE, Run, Schedule
 from fairseq_admin_evidence.outputs import markdown_table, write_csv, write_json
 from fairseq_admin_tools.figures import pyplot, save_figure
 from fairseq_admin_tools.files import write_atomically
+from fairseq_admin_tools.methods import COLOURS
 
 STALLED_NLL = 6.0
 """A run whose best validation nll stays above this many nats learned little beyond word frequencies: every
@@ -215,10 +216,6 @@ def cross_device_table(pairs: list[tuple[RunSummary, RunSummary]]) -> str:
     return markdown_table(["run", "device", "updates", "best valid nll", "last valid nll", "sacreBLEU"], rows)
 
 
-METHOD_COLORS = {"admin": "tab:blue", "preln": "tab:orange", "postln": "tab:green",
-                 "admin-closed-form": "tab:purple", "deepnorm": "tab:brown", "rezero": "tab:gray"}
-
-
 def curve_label(run: RunSummary, schedule: Schedule) -> str:
     """``method sSEED (device[, state])``: a run without a result says how far it got."""
     if run.finished:
@@ -242,7 +239,7 @@ def plot_curves(runs: list[RunSummary], others: list[RunSummary], layers: int, s
             updates, nll = zip(*run.valid_curve, strict=True)
             style = ":" if run in others else ("-", "-.", "--")[seeds.index(run.seed) % 3]
             ax.plot(updates, nll, label=curve_label(run, schedule), linewidth=1.3, linestyle=style,
-                    color=METHOD_COLORS.get(run.method))
+                    color=COLOURS.get(run.method))
     ax.set_xlabel("update")
     ax.set_ylabel("validation nll (nats/token)")
     ax.set_title(f"Multi30k de→en, {layers}L-{layers}L, lr {schedule.env['LR']}, warmup {schedule.env['WARMUP']}")

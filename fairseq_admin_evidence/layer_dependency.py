@@ -27,7 +27,7 @@ from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.in_process import batches, build_in_process
-from fairseq_admin_evidence.methods import COLORS, available_methods, method_flags, model_flags
+from fairseq_admin_evidence.methods import COLOURS, METHODS, method_flags, model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_evidence.regimes import REGIMES, TOY_REGIME, Regime, training_flags
 from fairseq_admin_tools.figures import pyplot, save_figure
@@ -108,7 +108,7 @@ def plot(regime: str, results: dict[str, dict], labels: dict[str, str], path: Pa
             for method, res in results.items():
                 points = [r for r in res.get(stage, []) if r["side"] == side]
                 ax.plot([r["index"] + 1 for r in points], [r["beta"] for r in points], ".-", label=labels[method],
-                        color=COLORS.get(method))
+                        color=COLOURS.get(method))
             when = "at initialization" if stage == "init" else f"after {updates} updates (the stability runs)"
             ax.set_title(f"{side}, {when}")
             ax.set_xlabel("residual branch i (forward order: 2 per encoder layer, 3 per decoder layer)")
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or ensure_data()
     regimes = [TOY_REGIME] if args.toy else [REGIMES[r] for r in args.regimes.split(",")]
     methods = args.methods.split(",")
-    labels = {m: available_methods()[m][0] for m in methods}
+    labels = {m: METHODS[m].label for m in methods}
     size = model_flags(args.layers, args.dim, args.ffn, args.heads)
     csv_rows, summary = [], {}
     for regime in regimes:

@@ -1,42 +1,18 @@
-"""The methods compared (Post-LN, Pre-LN, Admin and the comparators) and the fairseq flags of each.
-
-Each method is (label, init type, extra flags); Pre-LN is stock fairseq's flags.
-"""
+"""The evidence's fairseq flags per method (the methods themselves: :mod:`fairseq_admin_tools.methods`)."""
 
 from __future__ import annotations
 
-BASE_METHODS: dict[str, tuple[str, str, list[str]]] = {
-    "postln": ("Post-LN", "default", []),
-    "preln": ("Pre-LN", "default", ["--encoder-normalize-before", "--decoder-normalize-before"]),
-    "admin": ("Admin", "adaptive", []),
-}
-# Comparators another change may add to --init-type; picked up here when the model offers them.
-OPTIONAL_METHODS: dict[str, tuple[str, str, list[str]]] = {
-    "admin-closed-form": ("Admin (closed form)", "admin-closed-form", []),
-    "deepnorm": ("DeepNorm", "deepnorm", []),
-    "rezero": ("ReZero", "rezero", []),
-}
-COLORS = {"postln": "tab:red", "preln": "tab:blue", "admin": "tab:green",
-          "admin-closed-form": "tab:olive", "deepnorm": "tab:purple", "rezero": "tab:orange"}
-"""Each method's colour in every figure."""
+from fairseq_admin_tools.methods import COLOURS, METHODS
 
-
-def available_methods() -> dict[str, tuple[str, str, list[str]]]:
-    """The base three, plus any comparator init type the installed model already knows."""
-    from fairseq_admin.init_types import INIT_TYPES
-
-    methods = dict(BASE_METHODS)
-    methods.update({k: v for k, v in OPTIONAL_METHODS.items() if v[1] in INIT_TYPES})
-    return methods
+__all__ = ["COLOURS", "METHODS", "method_flags", "model_flags", "needs_profile"]
 
 
 def needs_profile(method: str) -> bool:
-    return available_methods()[method][1] == "adaptive"
+    return METHODS[method].profiles
 
 
 def method_flags(method: str) -> list[str]:
-    _, init_type, extra = available_methods()[method]
-    return ["--init-type", init_type, *extra]
+    return METHODS[method].train_flags()
 
 
 def model_flags(layers: int, dim: int, ffn: int, heads: int, dropout: float = 0.1) -> list[str]:

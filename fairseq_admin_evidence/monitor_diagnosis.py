@@ -29,13 +29,13 @@ from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, w
 from fairseq_admin_evidence.runs import USER_DIR, run_logged
 from fairseq_admin_tools.evaluate import hypotheses_in_order
 from fairseq_admin_tools.figures import pyplot, save_figure
+from fairseq_admin_tools.methods import COLOURS
 from fairseq_admin_tools.monitor import BRANCH_LABELS, account, branch_rows, write_outputs
 from fairseq_admin_tools.monitor_records import MONITOR_FILE, read_records
 
 SCHEDULES = (MONITOR, MONITOR_GENTLE)
 KINDS = [("encoder", "self_attn"), ("encoder", "ffn"), ("decoder", "self_attn"), ("decoder", "cross_attn"),
          ("decoder", "ffn")]
-COLORS = {"admin": "tab:green", "preln": "tab:blue"}
 STYLES = {MONITOR.name: "-", MONITOR_GENTLE.name: "--"}
 
 
@@ -121,7 +121,7 @@ def plot_mean_ratios(runs: list[dict[str, Any]], path: Path) -> None:
             points = [(r["update"], r["mean_ratio"]) for r in run["mean_ratio"]
                       if (r["side"], r["branch"]) == (side, branch)]
             if points:
-                ax.plot(*zip(*points, strict=True), STYLES[run["schedule"]], color=COLORS[run["method"]],
+                ax.plot(*zip(*points, strict=True), STYLES[run["schedule"]], color=COLOURS[run["method"]],
                         label=run["label"], lw=1.3)
         ax.set_title(f"{side} {BRANCH_LABELS[branch]}")
         ax.set_xlabel("update")
@@ -151,7 +151,7 @@ def plot_cross_attention(rows: list[dict[str, Any]], runs: list[dict[str, Any]],
             mine = [r for r in rows if r["run"] == run["label"] and r["stage"] == stage]
             if mine:
                 ax.plot([r["layer"] for r in mine], [r["ratio"] for r in mine], STYLES[run["schedule"]], marker=marker,
-                        color=COLORS[run["method"]], ms=3, alpha=0.45 if stage == "first" else 1.0,
+                        color=COLOURS[run["method"]], ms=3, alpha=0.45 if stage == "first" else 1.0,
                         label=f"{run['label']}, update {mine[0]['update']}")
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("cross-attention ‖f(x)‖ / ‖ω ⊙ x‖")
@@ -166,7 +166,7 @@ def plot_valid(runs: list[dict[str, Any]], path: Path) -> None:
     for run in runs:
         if run["valid_curve"]:
             ax.plot(*zip(*run["valid_curve"], strict=True), STYLES[run["schedule"]], marker="o", ms=3,
-                    color=COLORS[run["method"]], label=run["label"])
+                    color=COLOURS[run["method"]], label=run["label"])
     ax.set_xlabel("update")
     ax.set_ylabel("validation nll (base 2)")
     ax.legend(fontsize=8)

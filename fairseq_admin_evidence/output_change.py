@@ -34,7 +34,7 @@ from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.in_process import batches, build_in_process
-from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
+from fairseq_admin_evidence.methods import COLOURS, METHODS, model_flags
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
 
@@ -65,7 +65,7 @@ def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, head
     """One measurement: build, (profile,) update once, compare outputs."""
     import torch
 
-    _, init_type, extra = available_methods()[method]
+    init_type, extra = METHODS[method].init_type, list(METHODS[method].flags)
     built_as = "default" if init_type == "adaptive" else init_type  # comparators: fairseq's build_model sets them
     argv = [str(data), *model_flags(layers, dim, ffn, heads), *extra, "--init-type", built_as,
             "--seed", str(seed), "--max-tokens", str(max_tokens), "--cpu", "--num-workers", "0",
@@ -178,7 +178,7 @@ def fit_growth(mean: dict[str, list[float]], depths: list[int], labels: dict[str
 
 def plot(mean: dict[str, list[float]], depths: list[int], labels: dict[str, str], seeds: list[int],
          args: argparse.Namespace) -> None:
-    curves = [(labels[m], depths, values, COLORS.get(m)) for m, values in mean.items()]
+    curves = [(labels[m], depths, values, COLOURS.get(m)) for m, values in mean.items()]
     fig = linear_and_log_panels(curves, "layers per side N (N-N encoder-decoder)", "E‖F(x,W) − F(x,W*)‖² per token",
                                 ("output change after one Adam step", "same, log-log axes"), log_y=True, style="o-")
     seed_list = ",".join(map(str, seeds))
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    methods = args.methods.split(",") if args.methods else list(available_methods())
+    methods = args.methods.split(",") if args.methods else list(METHODS)
     depths = [int(d) for d in args.depths.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [] if args.from_csv is None else read_rows(args.from_csv)
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = measure_all(args, methods, depths, seeds)
     write_csv(args.out / "output_change.csv", rows)
 
-    labels = {m: available_methods()[m][0] for m in methods}
+    labels = {m: METHODS[m].label for m in methods}
     mean = {m: [sum(r["output_change"] for r in rows if r["method"] == m and r["layers"] == n) / len(seeds)
                 for n in depths] for m in methods}
     fits, table = fit_growth(mean, depths, labels)

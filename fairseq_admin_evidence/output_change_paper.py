@@ -33,7 +33,7 @@ from typing import Any
 
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.in_process import batches, build_in_process
-from fairseq_admin_evidence.methods import COLORS, available_methods, model_flags
+from fairseq_admin_evidence.methods import COLOURS, METHODS, model_flags
 from fairseq_admin_evidence.output_change import fit
 from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
 from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
@@ -44,7 +44,7 @@ FROZEN_NAMES = ("bias", "layer_norm", "layernorm", "omega", "rezero_weight")
 
 def build(data: Path, method: str, args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """The method's model as fairseq-train builds it (deep encoder, one decoder layer), ω profiled for Admin."""
-    _, init_type, extra = available_methods()[method]
+    init_type, extra = METHODS[method].init_type, list(METHODS[method].flags)
     built_as = "default" if init_type == "adaptive" else init_type
     argv = [str(data), *model_flags(args.layers, args.dim, args.ffn, args.heads, dropout=args.dropout), *extra,
             "--decoder-layers", "1", "--ffn-init", "xavier", "--init-type", built_as, "--seed", str(args.seed),
@@ -157,7 +157,7 @@ def fits(rows: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]
 
 
 def plot(rows: list[dict[str, Any]], methods: list[str], out: Path, title: str) -> None:
-    curves = [(available_methods()[m][0], *mean_by_sub_layer(rows, m), COLORS.get(m)) for m in methods]
+    curves = [(METHODS[m].label, *mean_by_sub_layer(rows, m), COLOURS.get(m)) for m in methods]
     fig = linear_and_log_panels(curves, "encoder sub-layer k (attention or FFN)", "|F(x, W) − F(x, W+δ)|²",
                                 ("linear axes (Post-LN: O(N) in the paper)",
                                  "log-x axis (Admin / Pre-LN: O(log N) in the paper)"), log_y=False)
@@ -190,9 +190,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in available_methods()]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise SystemExit(f"unknown method(s) {unknown}; available: {', '.join(available_methods())}")
+        raise SystemExit(f"unknown method(s) {unknown}; available: {', '.join(METHODS)}")
     data = args.data or ensure_data()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [row for method in methods for row in measure(data, method, args)]

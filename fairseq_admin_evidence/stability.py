@@ -21,9 +21,8 @@ from typing import Any
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log, value_at
 from fairseq_admin_evidence.methods import (
-    BASE_METHODS,
-    COLORS,
-    available_methods,
+    COLOURS,
+    METHODS,
     method_flags,
     model_flags,
     needs_profile,
@@ -68,10 +67,10 @@ def plot_regime(regime: Regime, curves: dict[str, tuple[list, list]], labels: di
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if notes else []:
         if method not in curves:  # only where this run has no curve of its own
-            axes[0].plot(list(points), list(points.values()), "x--", color=COLORS.get(method), ms=9,
-                         label=f"{BASE_METHODS[method][0]} (stock, from the notes)")
+            axes[0].plot(list(points), list(points.values()), "x--", color=COLOURS.get(method), ms=9,
+                         label=f"{METHODS[method].label} (stock, from the notes)")
     for method, (train, valid) in curves.items():
-        color = COLORS.get(method)
+        color = COLOURS.get(method)
         axes[0].plot([r["update"] for r in train], [r["nll_loss"] for r in train], label=labels[method], color=color)
         axes[1].plot([r["update"] for r in valid], [r["nll_loss"] for r in valid], "o-", label=labels[method],
                      color=color)
@@ -93,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS / "stability")
     parser.add_argument("--regimes", default="A,B")
     parser.add_argument("--methods", default="postln,preln,admin",
-                        help=f"comma-separated, from {','.join(available_methods())}")
+                        help=f"comma-separated, from {','.join(METHODS)}")
     parser.add_argument("--layers", type=int, default=18)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--ffn", type=int, default=512)
@@ -139,7 +138,7 @@ def method_summary(regime: Regime, train: list[dict], valid: list[dict]) -> dict
 
 def notes_rows(regime: Regime, curves: dict[str, Any]) -> list[list[Any]]:
     """Table rows of the notes' stock numbers for the methods not run here."""
-    return [[regime.name, f"{BASE_METHODS[method][0]} (notes)", *[points.get(u, math.nan) for u in regime.report_at],
+    return [[regime.name, f"{METHODS[method].label} (notes)", *[points.get(u, math.nan) for u in regime.report_at],
              math.nan]
             for method, points in NOTES_STOCK_NLL.get(regime.name, {}).items() if method not in curves]
 
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     regimes = chosen_regimes(args)
     data = args.data or ensure_data()
     methods = args.methods.split(",")
-    labels = {m: available_methods()[m][0] for m in methods}
+    labels = {m: METHODS[m].label for m in methods}
     notes = not args.no_notes and args.seed == 1 and not args.toy  # the notes are seed 1 at 18L-18L d128
     rows, summary = [], {}
     for regime in regimes:

@@ -17,39 +17,70 @@ command). Its hypotheses (``D-`` lines, put back in corpus order) are scored two
   which like Moses keeps hyphenated words together, compound words split as in fairseq's
   ``compound_split_bleu.sh`` for En-De.
 
-Results go to one JSON file, written atomically.
+Results go to one JSON file, written atomically (format :data:`RESULT_FORMAT_VERSION`), with chrF and
+sacreBLEU's details beside the scores; fairseq-generate's output is kept (``--generate-log``) and its
+progress shown live.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 
 from fairseq_admin_tools.errors import AdminError, command_line_tool
 from fairseq_admin_tools.fairseq_commands import fairseq_command
-from fairseq_admin_tools.files import write_atomically
+from fairseq_admin_tools.files import AtomicFile, write_atomically
 
+RESULT_FORMAT_VERSION = 2
+"""2: sacreBLEU's details (n-gram precisions, brevity penalty, lengths), chrF, the generate log's path."""
 HYPOTHESIS = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
 FAIRSEQ_BLEU = re.compile(r"^Generate (\S+) with beam=(\d+): (BLEU4 = ([0-9.]+),.*)$")
 COMPOUND = re.compile(r"(\S)-(\S)")
 
 
-def run_generate(generate_args: list[str], log_path: str) -> str:
-    """Run fairseq-generate; its whole stdout is kept next to the results (atomically) and returned."""
+def run_generate(generate_args: list[str], log_path: str, sentences: int | None = None) -> str:
+    """Run fairseq-generate with its progress shown live; its stdout is kept at ``log_path`` and returned.
+
+    The stdout (hypotheses and fairseq's log lines) goes to the log file as it comes; a progress bar counts the
+    sentences against ``sentences`` (the reference's lines), with rate and time left; fairseq's stderr
+    (warnings) passes through. The log is published only when fairseq-generate succeeded.
+    """
     # fairseq-fixed 0.12.3.1's batch_by_size drops the tail of the corpus that does not fill a multiple of
     # --required-batch-size-multiple (default 8): 6 of Multi30k's 1014 validation sentences vanish. Decoding
-    # needs no multiple, so ask for 1 (first, so that a value given after -- still wins).
-    command = fairseq_command("fairseq-generate") + ["--required-batch-size-multiple", "1"] + generate_args
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise AdminError(f"fairseq-generate failed (exit {result.returncode}):\n{tail}")
-    write_atomically(log_path, result.stdout)
-    return result.stdout
+    # needs no multiple, so ask for 1 (first, so that a value given after -- still wins). Our bar replaces
+    # fairseq's own, which would draw over it.
+    from tqdm import tqdm
+
+    command = fairseq_command("fairseq-generate") + ["--required-batch-size-multiple", "1", "--no-progress-bar",
+                                                     *generate_args]
+    tail: collections.deque[str] = collections.deque(maxlen=5)
+    output: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        def relay_stderr() -> None:
+            for line in process.stderr:
+                tail.append(line.rstrip())
+                sys.stderr.write(line)
+
+        relay = threading.Thread(target=relay_stderr, daemon=True)
+        relay.start()
+        with AtomicFile(log_path) as log, tqdm(total=sentences, unit=" sentences", desc="fairseq-generate",
+                                               file=sys.stderr, mininterval=2, dynamic_ncols=True) as bar:
+            for line in process.stdout:
+                log.write(line)
+                output.append(line)
+                if line.startswith("S-"):
+                    bar.update(1)
+            if process.wait() != 0:
+                relay.join()
+                raise AdminError(f"fairseq-generate failed (exit {process.returncode}):\n" + "\n".join(tail))
+        relay.join()
+    return "".join(output)
 
 
 def hypotheses_in_order(generate_output: str) -> list[str]:
@@ -77,12 +108,18 @@ def tokenized(lines: list[str], compound_split: bool) -> list[str]:
 
 
 def sacrebleu_score(hypotheses: list[str], references: list[str], lowercase: bool = False) -> dict:
-    from sacrebleu.metrics import BLEU
+    """sacreBLEU with what a reviewer checks (n-gram precisions, brevity penalty, lengths), and chrF beside it."""
+    from sacrebleu.metrics import BLEU, CHRF
 
     detok = BLEU(lowercase=lowercase)
     detok_score = detok.corpus_score(hypotheses, [references])
+    chrf = CHRF(lowercase=lowercase)
+    chrf_score = chrf.corpus_score(hypotheses, [references])
     return {"score": round(detok_score.score, 2), "signature": str(detok.get_signature()),
-            "text": f"{detok_score} {detok.get_signature()}"}
+            "text": f"{detok_score} {detok.get_signature()}",
+            "precisions": [round(p, 2) for p in detok_score.precisions], "bp": round(detok_score.bp, 4),
+            "sys_len": detok_score.sys_len, "ref_len": detok_score.ref_len,
+            "chrf": {"score": round(chrf_score.score, 2), "signature": str(chrf.get_signature())}}
 
 
 def score(hypotheses: list[str], references: list[str], compound_split: bool, lowercase: bool = False) -> dict:
@@ -137,6 +174,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                              "as the paper's figure and detokenize for sacreBLEU")
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive sacreBLEU (lowercased corpus)")
     parser.add_argument("--name", default=None, help="run name recorded in the JSON")
+    parser.add_argument("--generate-log", default=None, metavar="FILE",
+                        help="keep fairseq-generate's output here (default: OUTPUT without .json + .generate.txt)")
     args = parser.parse_args(ours)
     if not generate_args:
         parser.error("give fairseq-generate's arguments after '--' (data directory, --path, --beam, ...)")
@@ -156,6 +195,7 @@ def read_references(path: str) -> list[str]:
 
 def print_scores(results: dict, args: argparse.Namespace) -> None:
     print(f"sacrebleu: {results['sacrebleu']['text']}")
+    print(f"chrF: {results['sacrebleu']['chrf']['score']} {results['sacrebleu']['chrf']['signature']}")
     if args.moses_lang:
         print(f"paper BLEU (fairseq-generate, Moses tokens): {results['paper_bleu']['text']}")
     else:
@@ -167,9 +207,10 @@ def print_scores(results: dict, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args, generate_args = parse_args(sys.argv[1:] if argv is None else argv)
     stem = args.output[:-5] if args.output.endswith(".json") else args.output
-    output = run_generate(generate_args, stem + ".generate.txt")
-    hypotheses = hypotheses_in_order(output)
     references = read_references(args.reference)
+    generate_log = args.generate_log or stem + ".generate.txt"
+    output = run_generate(generate_args, generate_log, len(references))
+    hypotheses = hypotheses_in_order(output)
     if len(references) != len(hypotheses):
         raise AdminError(f"{len(hypotheses)} hypotheses but {len(references)} reference lines in {args.reference}")
     if args.moses_lang:
@@ -178,8 +219,10 @@ def main(argv: list[str] | None = None) -> None:
         results = score(hypotheses, references, args.compound_split, args.lowercase)
     write_atomically(stem + ".hyp.txt", "".join(h + "\n" for h in hypotheses))
     checkpoint = generate_args[generate_args.index("--path") + 1] if "--path" in generate_args else None
-    record = {"name": args.name, "checkpoint": checkpoint, "reference": args.reference, "sentences": len(hypotheses),
-              **results, "hypotheses": stem + ".hyp.txt", "fairseq_generate_args": generate_args}
+    record = {"format_version": RESULT_FORMAT_VERSION, "name": args.name, "checkpoint": checkpoint,
+              "reference": args.reference, "sentences": len(hypotheses),
+              **results, "hypotheses": stem + ".hyp.txt", "generate_log": generate_log,
+              "fairseq_generate_args": generate_args}
     write_atomically(args.output, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     print_scores(results, args)
     print(f"-> {args.output}")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import BIN, MULTI30K, REPO
 
+from fairseq_admin_tools.methods import METHODS
+
 RUN = REPO / "recipes" / "run.sh"
 PAPER_TASKS = {  # task: depths, effective batch per depth
     "iwslt14_de_en": {"6": 4096, "12": 4096},
@@ -20,7 +22,7 @@ PAPER_TASKS = {  # task: depths, effective batch per depth
     "wmt14_en_fr": {"6": 640000, "60L-12L": 1280000},
 }
 MULTI30K_TASKS = ["multi30k", "multi30k_de_en", "multi30k_en_de", "multi30k_en_fr"]
-METHODS = ["admin", "postln", "preln"]
+PAPER_METHODS = ["admin", "postln", "preln"]
 OUR_TOOLS = {"fairseq-admin-prepare", "fairseq-admin-corpus", "fairseq-admin-average", "fairseq-admin-evaluate"}
 LAUNCHERS = {"torchrun", "srun"}
 
@@ -77,7 +79,7 @@ def check_commands(commands: list[list[str]]) -> dict[str, list]:
     return parsed
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", PAPER_METHODS)
 @pytest.mark.parametrize("ngpus", ["1", "3"])
 @pytest.mark.parametrize("task,layers", [(t, d) for t, depths in PAPER_TASKS.items() for d in depths])
 def test_paper_recipe_dry_run_parses(task: str, layers: str, ngpus: str, method: str) -> None:
@@ -192,7 +194,7 @@ def test_paper_hyper_parameters() -> None:
         assert train.lr_scheduler == "inverse_sqrt" and train.share_all_embeddings
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", PAPER_METHODS)
 @pytest.mark.parametrize("task", MULTI30K_TASKS)
 def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
     parsed = check_commands(dry_run(task, method, "6", env={"NGPUS": "0"}))
@@ -200,6 +202,20 @@ def test_multi30k_dry_run_parses_on_cpu(task: str, method: str) -> None:
     assert train.cpu and not train.fp16 and train.update_freq == [1]
     generate = parsed["fairseq-generate"][0]
     assert generate.cpu and generate.post_process == "sentencepiece"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_run_sh_trains_every_method_of_the_registry_with_its_flags(method: str) -> None:
+    """recipes/run.sh's methods are the registry's: the same init type and flags, and no other method."""
+    commands = dry_run("multi30k", method, "6", env={"NGPUS": "0"})
+    train = next(c for c in reversed(commands) if c[0] == "fairseq-train")
+    assert train[train.index("--init-type") + 1] == METHODS[method].init_type
+    for flag in ("--encoder-normalize-before", "--decoder-normalize-before"):
+        assert (flag in train) == (flag in METHODS[method].flags), train
+    case = RUN.read_text().split("case $METHOD in", 1)[1].split("    *)", 1)[0]
+    listed = {name.strip() for line in case.splitlines() if ")" in line for name in line.split(")")[0].split("|")}
+    assert listed == set(METHODS)
+    assert {p.stem for p in (REPO / "recipes" / "hydra" / "method").glob("*.yaml")} == set(METHODS)
 
 
 @pytest.mark.parametrize("method", ["admin-closed-form", "deepnorm", "rezero"])
@@ -351,3 +367,38 @@ def test_corpus_takes_fairseq_preprocess_option_names(tmp_path: Path) -> None:
                             capture_output=True, text=True)
     assert result.returncode != 0 and "-s de: wmt14_en_de translates en -> de" in result.stderr
     assert not (tmp_path / "c").exists()
+
+
+def _result(results: Path, name: str, hypotheses: list[str], reference: Path) -> None:
+    """A result as fairseq-admin-evaluate writes it (its own scoring code), for the summary to read."""
+    from fairseq_admin_tools.evaluate import RESULT_FORMAT_VERSION, read_references, score
+
+    (results / f"{name}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    record = {"format_version": RESULT_FORMAT_VERSION, "name": name, "reference": str(reference),
+              "sentences": len(hypotheses), **score(hypotheses, read_references(str(reference)), False),
+              "hypotheses": str(results / f"{name}.hyp.txt")}
+    (results / f"{name}.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_summary_reads_every_method_and_tests_them_against_the_baseline(tmp_path: Path) -> None:
+    references = [f"a man number {i} rides a red bike down the road" for i in range(60)]
+    reference = tmp_path / "test.raw.en"
+    reference.write_text("".join(r + "\n" for r in references), encoding="utf-8")
+    results = tmp_path / "results"
+    results.mkdir()
+    good = list(references)
+    close = [r.replace("red", "blue") if i % 3 == 0 else r for i, r in enumerate(references)]
+    poor = [" ".join(r.split()[:4]) for r in references]
+    for method, hypotheses in (("postln", poor), ("admin-closed-form", good), ("deepnorm", close)):
+        _result(results, f"multi30k_de_en-{method}-6L-6L-s1111", hypotheses, reference)
+    summary_json = tmp_path / "summary.json"
+    out = subprocess.run([str(BIN / "fairseq-admin-summary"), str(results), "--json", str(summary_json)],
+                         capture_output=True, text=True, check=True).stdout
+    summary = json.loads(summary_json.read_text())
+    assert sorted(row["method"] for row in summary["summary"]) == ["admin-closed-form", "deepnorm", "postln"]
+    assert all(row["chrf_mean"] is not None for row in summary["summary"])
+    tests = {row["method"]: row for row in summary["paired_bootstrap"]}
+    assert sorted(tests) == ["admin-closed-form", "deepnorm"] and {r["baseline"] for r in tests.values()} == {"postln"}
+    assert tests["admin-closed-form"]["bleu"] == 100.0 and tests["admin-closed-form"]["bleu_p"] < 0.01
+    assert tests["deepnorm"]["chrf"] < tests["admin-closed-form"]["chrf"] and tests["deepnorm"]["chrf_p"] < 0.01
+    assert "paired bootstrap" in out and "deepnorm vs postln" in out and "skipped" not in out
