@@ -65,10 +65,11 @@ def average_checkpoints(paths: list[str]) -> dict:
     from fairseq import checkpoint_utils
 
     import fairseq_admin  # noqa: F401  (lets fairseq checkpoints load under torch >= 2.6)
+    from fairseq_admin_tools.progress import progress
 
     sums: dict[str, torch.Tensor] = {}
     state: dict = {}
-    for path in paths:
+    for path in progress(paths, "average", len(paths), "checkpoints"):
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
         model = state["model"]
         if sums and model.keys() != sums.keys():

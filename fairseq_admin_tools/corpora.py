@@ -40,6 +40,7 @@ from typing import IO
 
 from fairseq_admin_tools.errors import AdminError, command_line_tool
 from fairseq_admin_tools.files import AtomicFile, open_text
+from fairseq_admin_tools.progress import progress
 
 Pair = tuple[str, str]
 
@@ -339,7 +340,8 @@ def write_train_and_valid(task: Task, downloads: str, moses: bool, workers: int,
     # raw En-Fr: the original cleans train and valid each on its own, after the split (and after BPE)
     late = {split: Cleaner(task.clean_after_split) for split in ("train", "valid")} \
         if task.clean_after_split and not moses else {}
-    for number, (src, tgt) in enumerate(processed, start=1):
+    shown = progress(processed, f"corpus {task.src}-{task.tgt}: train pairs", unit="pairs")
+    for number, (src, tgt) in enumerate(shown, start=1):
         if task.lowercase:
             src, tgt = src.lower(), tgt.lower()
         split = "valid" if task.valid_every and number % task.valid_every == 0 else "train"

@@ -36,6 +36,7 @@ import threading
 from fairseq_admin_tools.errors import AdminError, command_line_tool
 from fairseq_admin_tools.fairseq_commands import fairseq_command
 from fairseq_admin_tools.files import AtomicFile, write_atomically
+from fairseq_admin_tools.progress import bar
 
 RESULT_FORMAT_VERSION = 2
 """2: sacreBLEU's details (n-gram precisions, brevity penalty, lengths), chrF, the generate log's path."""
@@ -47,35 +48,34 @@ COMPOUND = re.compile(r"(\S)-(\S)")
 def run_generate(generate_args: list[str], log_path: str, sentences: int | None = None) -> str:
     """Run fairseq-generate with its progress shown live; its stdout is kept at ``log_path`` and returned.
 
-    The stdout (hypotheses and fairseq's log lines) goes to the log file as it comes; a progress bar counts the
-    sentences against ``sentences`` (the reference's lines), with rate and time left; fairseq's stderr
-    (warnings) passes through. The log is published only when fairseq-generate succeeded.
+    Its stdout (the hypotheses) and stderr (its log lines, shown as they come) go to the log file; a progress
+    bar counts the sentences against ``sentences`` (the reference's lines), with rate and time left. The log
+    is published only when fairseq-generate succeeded; the returned text is the stdout.
     """
     # fairseq-fixed 0.12.3.1's batch_by_size drops the tail of the corpus that does not fill a multiple of
     # --required-batch-size-multiple (default 8): 6 of Multi30k's 1014 validation sentences vanish. Decoding
     # needs no multiple, so ask for 1 (first, so that a value given after -- still wins). Our bar replaces
     # fairseq's own, which would draw over it.
-    from tqdm import tqdm
-
     command = fairseq_command("fairseq-generate") + ["--required-batch-size-multiple", "1", "--no-progress-bar",
                                                      *generate_args]
     tail: collections.deque[str] = collections.deque(maxlen=5)
     output: list[str] = []
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
-        def relay_stderr() -> None:
+    with (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process,
+          AtomicFile(log_path) as log):
+        def relay_stderr() -> None:  # fairseq-generate's log lines and warnings: shown, and kept in the log
             for line in process.stderr:
                 tail.append(line.rstrip())
                 sys.stderr.write(line)
+                log.write(line)
 
         relay = threading.Thread(target=relay_stderr, daemon=True)
         relay.start()
-        with AtomicFile(log_path) as log, tqdm(total=sentences, unit=" sentences", desc="fairseq-generate",
-                                               file=sys.stderr, mininterval=2, dynamic_ncols=True) as bar:
+        with bar("fairseq-generate", sentences, "sentences") as sentence_bar:
             for line in process.stdout:
                 log.write(line)
                 output.append(line)
                 if line.startswith("S-"):
-                    bar.update(1)
+                    sentence_bar.update(1)
             if process.wait() != 0:
                 relay.join()
                 raise AdminError(f"fairseq-generate failed (exit {process.returncode}):\n" + "\n".join(tail))

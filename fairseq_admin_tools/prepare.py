@@ -26,9 +26,11 @@ from fairseq_admin_tools.corpora import Cleaner, CleanRule, Pair, batched, lines
 from fairseq_admin_tools.errors import AdminError, command_line_tool
 from fairseq_admin_tools.fairseq_commands import fairseq_command
 from fairseq_admin_tools.files import AtomicFile, publish
+from fairseq_admin_tools.progress import count_lines, progress
 
 DEFAULT_SPLITS = "train=train,valid=val,test=test_2016_flickr"
 ENCODE_BATCH = 10000
+PREPROCESS_LOG = "preprocess.log"  # fairseq-preprocess writes it into --destdir
 
 
 def default_multi30k_dir() -> str:
@@ -100,7 +102,12 @@ def binarize(text_dir: str, stem: str, dest: str, src: str, tgt: str, splits: It
             command += [f"--{split}pref", os.path.join(text_dir, f"{split}.{stem}")]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         publish(tmp_dir, bin_dir)
-        print(f"prepare: binarized -> {bin_dir}", flush=True)
+        # fairseq-preprocess keeps its own log in the binarized directory; show its summary lines
+        with open(os.path.join(bin_dir, PREPROCESS_LOG), encoding="utf-8") as log:
+            for line in log:
+                if "Dictionary:" in line or "% replaced" in line:
+                    print(f"prepare: fairseq-preprocess: {line.strip()}", flush=True)
+        print(f"prepare: binarized -> {bin_dir} (fairseq-preprocess's log: {PREPROCESS_LOG} there)", flush=True)
     return bin_dir
 
 
@@ -135,7 +142,8 @@ def prepare(raw_dir: str, dest: str, src: str, tgt: str, vocab_size: int,
             out = os.path.join(text_dir, f"{split}.spm.{lang}")
             if os.path.exists(out):
                 continue
-            batches = batched(lines(os.path.join(text_dir, f"{split}.raw.{lang}")), ENCODE_BATCH)
+            raw = os.path.join(text_dir, f"{split}.raw.{lang}")
+            batches = batched(progress(lines(raw), f"sentencepiece {split}.{lang}", count_lines(raw)), ENCODE_BATCH)
             _write_lines(out, (" ".join(pieces) for batch in batches
                                for pieces in processor.encode(batch, out_type=str)))
     return binarize(text_dir, "spm", dest, src, tgt, splits, workers)
@@ -186,7 +194,8 @@ def prepare_bpe(tok_dir: str, dest: str, src: str, tgt: str, merges: int, splits
         if all(os.path.exists(p) for p in done):
             continue
         pairs = zip_sides(lines(_find(tok_dir, name, src)), lines(_find(tok_dir, name, tgt)), f"{tok_dir}/{name}")
-        encoded = ordered_map(ApplyBpe(codes), pairs, workers)
+        total = count_lines(_find(tok_dir, name, src))
+        encoded = ordered_map(ApplyBpe(codes), progress(pairs, f"BPE {split}", total, "pairs"), workers)
         if clean_after_bpe and split in clean_splits:
             encoded = Cleaner(clean_after_bpe)(encoded)
         count = write_pairs(done, encoded)

@@ -20,6 +20,9 @@
 # PRECISION (fp16 | bf16 | fp32; default fp16 on GPU), MAX_TOKENS (per GPU), MAX_EPOCH, MAX_UPDATE,
 # TRAIN_ARGS / GENERATE_ARGS (extra fairseq-train / -generate flags), WORKERS_PREPARE (tokenizer processes),
 # MULTI30K_DIR, MAX_TRAIN_PAIRS (Multi30k only: use the first N pairs), and each setting in recipes/TASK/config.sh.
+# Logs: every fairseq-train / -generate keeps its whole output beside the run's checkpoints (profile.log,
+# train.log, generate-test.log); TENSORBOARD_DIR=DIR adds --tensorboard-logdir DIR/RUN, WANDB_PROJECT=NAME --wandb-project NAME
+# (pip install "fairseq-admin[wandb]"; the run is named after its save dir).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -197,6 +200,14 @@ use_seed() {
                  "${TRAIN_EXTRA[@]}")
 }
 
+# dashboards: fairseq's own TensorBoard / Weights & Biases flags for the current run, when asked for.
+dashboards() {
+    DASHBOARD_ARGS=()
+    [[ -n ${TENSORBOARD_DIR:-} ]] && DASHBOARD_ARGS+=(--tensorboard-logdir "$TENSORBOARD_DIR/$RUN_NAME")
+    [[ -n ${WANDB_PROJECT:-} ]] && DASHBOARD_ARGS+=(--wandb-project "$WANDB_PROJECT")
+    return 0
+}
+
 # --- helpers -------------------------------------------------------------------------------------------
 
 # show CMD...: print a command as a shell would read it back.
@@ -206,10 +217,19 @@ show() {
     echo "${quoted% }"
 }
 
-# run CMD...: print it; run it unless --dry-run.
+# run CMD...: print it; run it unless --dry-run. With LOG_TO set, its stdout and stderr also go to that file
+# (appended; fairseq's own --log-file keeps only fairseq_cli.train's lines, not the training statistics).
+LOG_TO=""
 run() {
     show "$@"
-    (( DRY_RUN )) || "$@"
+    [[ -n $LOG_TO ]] && echo "# log: $LOG_TO"
+    (( DRY_RUN )) && return 0
+    if [[ -n $LOG_TO ]]; then
+        mkdir -p "$(dirname "$LOG_TO")"
+        "$@" 2>&1 | tee -a "$LOG_TO"
+    else
+        "$@"
+    fi
 }
 
 # already_done PATH: the one skip rule of every step. A step's output (or its marker) appears only when the
@@ -303,9 +323,9 @@ stage_profile() {
         env_prefix=(env "CUDA_VISIBLE_DEVICES=$FIRST_GPU")
         device=(--distributed-world-size 1)
     fi
-    done_or_run "$PROFILE_PATH" "${env_prefix[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
-        --max-tokens "$MAX_TOKENS" --init-type adaptive-profiling --admin-profile "$PROFILE_PATH" \
-        "${ADMIN_ARGS[@]}" "${PROFILE_ARGS[@]}" "${device[@]}"
+    LOG_TO=$(dirname "$PROFILE_PATH")/profile.log done_or_run "$PROFILE_PATH" "${env_prefix[@]}" fairseq-train \
+        "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" --max-tokens "$MAX_TOKENS" --init-type adaptive-profiling \
+        --admin-profile "$PROFILE_PATH" "${ADMIN_ARGS[@]}" "${PROFILE_ARGS[@]}" "${device[@]}"
 }
 
 # The training launcher: fairseq's own spawn on one node; torchrun (every node runs this script with its
@@ -330,9 +350,12 @@ stage_train() {
          "$TRAIN_MAX_TOKENS tokens x update-freq $UPDATE_FREQ = $((WORKERS * TRAIN_MAX_TOKENS * UPDATE_FREQ))" \
          "tokens per update (paper: $EFFECTIVE_TOKENS), $PRECISION"
     launcher
-    marked "$SAVE_DIR/train.done" "${LAUNCH[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
+    dashboards
+    local log=$SAVE_DIR/train.log
+    (( NODE_RANK == 0 )) || log=$SAVE_DIR/train.node$NODE_RANK.log  # a save dir that nodes share: one log each
+    LOG_TO=$log marked "$SAVE_DIR/train.done" "${LAUNCH[@]}" fairseq-train "${COMMON_ARGS[@]}" "${MODEL_ARGS[@]}" \
         --init-type "$INIT_TYPE" "${profile[@]}" --max-tokens "$TRAIN_MAX_TOKENS" --update-freq "$UPDATE_FREQ" \
-        "${PRECISION_ARGS[@]}" "${DEVICE_ARGS[@]}" "${LAUNCH_ARGS[@]}"
+        "${PRECISION_ARGS[@]}" "${DEVICE_ARGS[@]}" "${LAUNCH_ARGS[@]}" "${DASHBOARD_ARGS[@]}"
 }
 
 stage_eval() {
@@ -353,7 +376,7 @@ stage_eval() {
     (( SACREBLEU_LOWERCASE )) && score_args+=(--lowercase)
     (( NGPUS > 0 )) && generate_device=("${PRECISION_ARGS[@]:0:1}")
     done_or_run "$RESULT" fairseq-admin-evaluate --output "$RESULT" --reference "$REFERENCE" \
-        --name "$RUN_NAME" "${score_args[@]}" -- \
+        --name "$RUN_NAME" --generate-log "$SAVE_DIR/generate-test.log" "${score_args[@]}" -- \
         "$DATA_BIN" --user-dir "$USER_DIR" --path "$averaged" --source-lang "$SRC" --target-lang "$TGT" \
         --gen-subset test --beam "$BEAM" --lenpen "$LENPEN" "${GENERATE_BATCH[@]}" "${remove_bpe[@]}" \
         --seed "$SEED" "${generate_device[@]}" "${extra[@]}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -301,7 +301,8 @@ def test_corpus_cleaning_iwslt14_layout(tmp_path: Path) -> None:
     dest = tmp_path / "raw"
     run = [str(BIN / "fairseq-admin-corpus"), "iwslt14_de_en", "--downloads", str(tmp_path / "downloads"),
            "--dest", str(dest), "--pipeline", "raw"]
-    subprocess.run(run, check=True, capture_output=True)
+    built = subprocess.run(run, check=True, capture_output=True, text=True)
+    assert "corpus de-en: train pairs" in built.stderr and "pairs" in built.stderr  # progress: count and rate
     train_en = (dest / "train.en").read_text().splitlines()
     valid_en = (dest / "valid.en").read_text().splitlines()
     test_en = (dest / "test.en").read_text().splitlines()
@@ -325,10 +326,14 @@ def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
            "MULTI30K_DIR": str(MULTI30K), "MAX_TRAIN_PAIRS": "100", "SPM_VOCAB": "500", "MAX_EPOCH": "1",
            "MAX_TOKENS": "512", "EFFECTIVE_TOKENS": "512", "AVG_LAST": "2", "SAVE_INTERVAL_UPDATES": "1",
            "TRAIN_ARGS": "--max-valid-steps 1", "GENERATE_ARGS": "--max-len-a 0 --max-len-b 5",
-           "NGPUS": "0", "OMP_NUM_THREADS": "2"}
+           "NGPUS": "0", "OMP_NUM_THREADS": "2", "TENSORBOARD_DIR": str(tmp_path / "tb")}
     result = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
                             env=env, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    # Progress of the long steps: encoding (a total, so time left), decoding (sentences of 1000), averaging.
+    assert re.search(r"sentencepiece train\.de: 100%.*100/100", result.stderr), result.stderr[-3000:]
+    assert re.search(r"fairseq-generate: 100%.*1000/1000", result.stderr), result.stderr[-3000:]
+    assert re.search(r"average: 100%.*2/2", result.stderr), result.stderr[-3000:]
     record = json.loads((tmp_path / "results" / "multi30k_de_en-admin-2L-2L-s1111.json").read_text())
     assert record["sentences"] == 1000
     assert record["sacrebleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
@@ -337,16 +342,21 @@ def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
     assert len(hypotheses) == 1000
     save_dir = tmp_path / "work" / "checkpoints" / "multi30k_de_en-admin-2L-2L-s1111"
     assert (save_dir / "admin_profile.json").exists() and (save_dir / "checkpoint.avg2.pt").exists()
+    # Logs beside the checkpoints, and fairseq's TensorBoard events under TENSORBOARD_DIR/RUN.
+    assert "| INFO | fairseq_admin.profiling | admin: profiled" in (save_dir / "profile.log").read_text()
+    assert "num_updates 3" in (save_dir / "train.log").read_text()
+    assert sum(line.startswith("D-") for line in (save_dir / "generate-test.log").read_text().splitlines()) == 1000
+    assert record["generate_log"] == str(save_dir / "generate-test.log")
+    assert list((tmp_path / "tb" / "multi30k_de_en-admin-2L-2L-s1111").rglob("events.out.tfevents.*"))
+    preprocess_log = (tmp_path / "work" / "data" / "multi30k_de_en" / "bin" / "preprocess.log").read_text()
+    assert "[de] Dictionary: 504 types" in preprocess_log
+    assert "prepare: fairseq-preprocess: [de] Dictionary: 504 types" in result.stdout
     # A second run finds every step done and runs nothing.
     again = subprocess.run(["bash", str(RUN), "multi30k", "admin", "2"], capture_output=True, text=True,
                            env=env, cwd=REPO, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     done = [line for line in again.stdout.splitlines() if line.startswith("# done:")]
     assert len(done) == 4, again.stdout  # profile, train, average, evaluate (prepare reports its own skips)
-
-
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
 
 
 def test_prepare_splits_lines_on_newline_only(tmp_path: Path) -> None:
