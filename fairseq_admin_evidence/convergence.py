@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairseq_admin_evidence.common import REPO
+from fairseq_admin_evidence.common import REPO, recipes_runner
 
 ROOT = Path(os.environ.get("ADMIN_EVIDENCE_DIR", REPO))
 """Where the schedules keep ``work/`` (data, checkpoints, logs) and ``results/``: the repository, else
@@ -155,7 +155,7 @@ def run_recipe(run: Run, threads: int, stage: str = "all", schedule: Schedule = 
     """Run (or resume) one cell; its output is appended to ``<logs>/<name>.log``. Returns the exit status."""
     schedule.logs.mkdir(parents=True, exist_ok=True)
     log = schedule.logs / f"{run.name}.log"
-    command = ["nice", "-n", "10", "bash", str(REPO / "recipes" / "run.sh"), "multi30k", run.method,
+    command = ["nice", "-n", "10", "bash", str(recipes_runner()), "multi30k", run.method,
                str(run.layers), stage]
     print(f"convergence: {run.name}: {stage} (log {log})", flush=True)
     with open(log, "a", encoding="utf-8") as out:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from fairseq_admin_evidence.common import REPO
 from fairseq_admin_evidence.fairseq_logs import parse_json_line
+from fairseq_admin_tools.plugin_dir import plugin_dir
 
-USER_DIR = REPO / "fairseq_admin"
-"""The plugin, as fairseq's ``--user-dir`` (the same module this package imports)."""
+USER_DIR = Path(plugin_dir())
+"""The plugin, as fairseq's ``--user-dir`` (the same module this package imports, wherever installed)."""
 BIN = Path(sys.executable).parent
 """The console scripts (fairseq-train, fairseq-generate) of this Python's environment."""
 

@@ -1,8 +1,8 @@
 """The methods the recipes, the evidence and the summaries compare: the one list, importable without torch.
 
 Each method is a ``--init-type`` plus the fairseq flags that make it (Pre-LN: stock fairseq's two flags),
-a label for tables and one colour for every figure. ``recipes/run.sh`` and the hydra ``method`` group list
-the same names (a test compares them with this table).
+a label for tables and one colour for every figure. ``recipes/run.sh`` and the hydra ``method`` group
+(``fairseq_admin_tools/hydra/method``) list the same names (a test compares them with this table).
 """
 
 from __future__ import annotations

@@ -12,14 +12,16 @@ import pytest
 import torch
 from conftest import REPO, fairseq
 
-HYDRA_DIR = REPO / "recipes" / "hydra"
+from fairseq_admin_tools.methods import METHODS as REGISTRY
+
+HYDRA_DIR = REPO / "fairseq_admin_tools" / "hydra"
 TASKS = sorted(p.stem for p in HYDRA_DIR.glob("*.yaml"))
 METHODS = sorted(p.stem for p in (HYDRA_DIR / "method").glob("*.yaml"))
 
 
 def test_there_is_a_config_for_every_recipe_task_and_method() -> None:
     assert TASKS == ["iwslt14_de_en", "multi30k_de_en", "wmt14_en_de", "wmt14_en_fr"]
-    assert METHODS == ["admin", "postln", "preln"]
+    assert sorted(REGISTRY) == METHODS
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -43,7 +45,7 @@ def test_recipe_configs_compose_into_our_model_config(task: str, method: str) ->
     GlobalHydra.instance().clear()
     add_defaults(cfg)  # merges TransformerAdminConfig: an unknown model key would fail here
     model = OmegaConf.to_container(cfg, resolve=True)["model"]
-    assert model["init_type"] == ("adaptive" if method == "admin" else "default")
+    assert model["init_type"] == REGISTRY[method].init_type
     assert model["encoder_normalize_before"] == model["decoder_normalize_before"] == (method == "preln")
     assert model["seed"] == 1111 and model["save_dir"] == cfg.checkpoint.save_dir  # interpolated for profiling
     paper = task != "multi30k_de_en"

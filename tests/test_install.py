@@ -6,6 +6,7 @@ import ast
 import importlib.metadata
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,26 @@ def test_the_cards_layout_and_licence():
     assert "Transformer-Clinic" in (REPO / "NOTICE").read_text() and "MIT" in (REPO / "NOTICE").read_text()
     metadata = importlib.metadata.metadata("fairseq-admin")
     assert metadata["License-Expression"] == "Apache-2.0"
+
+
+def test_an_installed_package_carries_its_hydra_configs_and_writes_outside_site_packages(tmp_path):
+    """A plain (non-editable) install: hydra configs inside, ``fairseq-admin-dir --hydra`` finds them, and the
+    evidence writes into the working directory, not beside its files."""
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree, which must stay clean
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "NOTICE"):
+        shutil.copy(REPO / name, source / name)
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(source)], check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in (target / "fairseq_admin_tools" / "hydra" / "method").glob("*.yaml")) == sorted(
+        p.name for p in (REPO / "fairseq_admin_tools" / "hydra" / "method").glob("*.yaml"))
+    work = tmp_path / "work"
+    work.mkdir()
+    probe = ("from fairseq_admin_tools.plugin_dir import HYDRA_CONFIGS; from fairseq_admin_evidence import common; "
+             "print(HYDRA_CONFIGS); print(common.REPO); print(common.SOURCE)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=work, check=True,
+                         env={"PYTHONPATH": str(target), "PATH": ""}).stdout.split()
+    assert out == [str(target / "fairseq_admin_tools" / "hydra"), str(work), "None"]

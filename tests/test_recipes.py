@@ -215,7 +215,7 @@ def test_run_sh_trains_every_method_of_the_registry_with_its_flags(method: str) 
     case = RUN.read_text().split("case $METHOD in", 1)[1].split("    *)", 1)[0]
     listed = {name.strip() for line in case.splitlines() if ")" in line for name in line.split(")")[0].split("|")}
     assert listed == set(METHODS)
-    assert {p.stem for p in (REPO / "recipes" / "hydra" / "method").glob("*.yaml")} == set(METHODS)
+    assert {p.stem for p in (REPO / "fairseq_admin_tools" / "hydra" / "method").glob("*.yaml")} == set(METHODS)
 
 
 @pytest.mark.parametrize("method", ["admin-closed-form", "deepnorm", "rezero"])
