@@ -3,6 +3,7 @@ fairseq-generate runs end to end (real fairseq-hydra-train / fairseq-generate pr
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -82,3 +83,74 @@ def test_hydra_profile_train_generate(data_bin: Path, data_dir: Path, tmp_path: 
                         "--required-batch-size-multiple", "1", "--beam", "2", "--max-len-a", "0", "--max-len-b", "5",
                         "--cpu")
     assert sum(line.startswith("H-") for line in generated.stdout.splitlines()) > 0
+
+
+# The GPUs each config's batch is written for (its comment says so), as run.sh's NGPUS (Multi30k: the CPU).
+CONFIG_GPUS = {"iwslt14_de_en": "1", "multi30k_de_en": "0", "wmt14_en_de": "4", "wmt14_en_fr": "8"}
+# Settings that name one run, not the recipe: paths, logging, and what each tool sets for itself.
+RUN_SPECIFIC = {"data", "save_dir", "user_dir", "admin_profile", "log_file", "distributed_world_size", "seed",
+                "tensorboard_logdir", "wandb_project", "arch", "_name", "no_progress_bar"}
+# Read by profiling only: run.sh passes them to its profile stage; one-step Admin in hydra profiles in training.
+PROFILE_ONLY = {"admin_profile_tokens"}
+
+
+def _composed(task: str):
+    from fairseq.dataclass.initialize import add_defaults, hydra_init
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import fairseq_admin  # noqa: F401
+
+    GlobalHydra.instance().clear()
+    hydra_init(task)
+    with initialize_config_dir(config_dir=str(HYDRA_DIR), version_base="1.1"):
+        cfg = compose(config_name=task, overrides=["method=admin", "task.data=/data", "common.user_dir=/plugin"])
+    GlobalHydra.instance().clear()
+    add_defaults(cfg)
+    return cfg
+
+
+def _plain(value):
+    """Values as both sides spell them: '(0.9, 0.98)' and [0.9, 0.98], 1e-09 and '1e-09', enums."""
+    if isinstance(value, str):
+        try:
+            return _plain(ast.literal_eval(value))
+        except (ValueError, SyntaxError):
+            return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return _plain(str(getattr(value, "value", value)))
+
+
+@pytest.mark.parametrize("task", sorted(CONFIG_GPUS))
+def test_the_hydra_config_and_config_sh_give_the_same_run(task: str) -> None:
+    """Every option the recipe passes to fairseq-train, and every value the YAML sets, agree."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from omegaconf import OmegaConf
+    from test_recipes import dry_run
+
+    profile_command, command = [c for c in dry_run(task, "admin", "6", env={"NGPUS": CONFIG_GPUS[task]})
+                                if c[0] == "fairseq-train"]
+    cli, profile_cli = (convert_namespace_to_omegaconf(options.parse_args_and_arch(
+        options.get_training_parser(), c[1:])) for c in (command, profile_command))
+    hydra = _composed(task)
+    given = {arg[2:].replace("-", "_") for arg in command[1:] + profile_command[1:] if arg.startswith("--")}
+    yaml = OmegaConf.load(HYDRA_DIR / f"{task}.yaml")
+    set_in_yaml = {(group, key) for group in yaml if group != "defaults"
+                   for key in yaml[group] if OmegaConf.to_container(yaml[group])[key] != "???"}
+    groups = [g for g in cli if OmegaConf.is_dict(cli[g])]
+    differ = []
+    for group in groups:
+        for key in cli[group]:
+            from_cli, from_yaml = key in given, (group, key) in set_in_yaml
+            if key in RUN_SPECIFIC or not (from_cli or from_yaml) or key not in (hydra[group] or {}):
+                continue
+            recipe = (profile_cli if key in PROFILE_ONLY else cli)[group][key]
+            if _plain(recipe) != _plain(hydra[group][key]):
+                differ.append(f"{group}.{key}: config.sh {recipe!r}, yaml {hydra[group][key]!r}")
+    assert not differ, "\n".join(differ)
