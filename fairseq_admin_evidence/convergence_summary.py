@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from fairseq_admin_evidence.common import REPO
 from fairseq_admin_evidence.convergence import SCHEDULES, TABLE, Run, Schedule
 from fairseq_admin_evidence.outputs import markdown_table, write_csv, write_json
+from fairseq_admin_tools.fairseq_log import records
 from fairseq_admin_tools.figures import pyplot, save_figure
 from fairseq_admin_tools.files import write_atomically
 from fairseq_admin_tools.methods import COLOURS
@@ -35,8 +35,6 @@ STALLED_NLL = 6.0
 """A run whose best validation nll stays above this many nats learned little beyond word frequencies: every
 run that trains passes it within its first epoch (its first validations are at ~8 nats)."""
 
-_FIELD = re.compile(r"\| (\w+) ([-\d.e+naif]+)(?= \||$)")
-_EPOCH = re.compile(r"\| epoch (\d+) \|")
 
 
 @dataclass(frozen=True)
@@ -83,17 +81,6 @@ class RunSummary:
     valid_curve: list[tuple[int, float]] = field(default_factory=list)
 
 
-def log_fields(line: str) -> dict[str, float]:
-    """The ``| key value |`` numbers of one fairseq simple-format log line."""
-    values = {}
-    for key, text in _FIELD.findall(line):
-        try:
-            values[key] = float(text)
-        except ValueError:
-            continue
-    return values
-
-
 def read_log(path: Path) -> tuple[dict[int, float], int | None, int | None, bool]:
     """Validation nll by update, the last update and epoch, and whether any loss was not finite.
 
@@ -102,20 +89,16 @@ def read_log(path: Path) -> tuple[dict[int, float], int | None, int | None, bool
     valid: dict[int, float] = {}
     updates = epochs = None
     not_finite = False
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if "| INFO | valid |" not in line and "| INFO | train" not in line:
+    for record in records(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+        if "num_updates" not in record.values:
             continue
-        values = log_fields(line)
-        if "num_updates" not in values:
-            continue
-        update = int(values["num_updates"])
-        not_finite |= any(not math.isfinite(values.get(key, 0.0)) for key in ("loss", "nll_loss"))
-        if "| INFO | valid |" in line:
-            valid[update] = values["nll_loss"]
+        update = int(record.values["num_updates"])
+        not_finite |= any(not math.isfinite(record.values.get(key, 0.0)) for key in ("loss", "nll_loss"))
+        if record.kind == "valid":
+            valid[update] = record.values["nll_loss"]
         updates = max(updates or 0, update)
-        epoch = _EPOCH.search(line)
-        if epoch and "| INFO | train |" in line:  # the end-of-epoch line
-            epochs = max(epochs or 0, int(epoch[1]))
+        if record.kind == "train" and "epoch" in record.values:  # the end-of-epoch line
+            epochs = max(epochs or 0, int(record.values["epoch"]))
     return valid, updates, epochs, not_finite
 
 

@@ -1,44 +1,25 @@
-"""Reading ``fairseq-train --log-format json`` logs: the train_inner and valid records."""
+"""fairseq-train logs as the measurements read them (rows by update), on the one parser of the tools."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from fairseq_admin_tools.fairseq_log import parse_json_line, records
 
-def parse_json_line(line: str) -> dict[str, Any] | None:
-    """The JSON object a fairseq log line ends with, if any."""
-    start = line.find("{")
-    if start < 0:
-        return None
-    try:
-        value = json.loads(line[start:])
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
+__all__ = ["parse_fairseq_log", "parse_json_line", "value_at"]
 
-
-def _num(value: Any) -> float:
-    return float(value) if value not in (None, "") else float("nan")
+_KEYS = {"train_inner": ("loss", "nll_loss", "wps", "gnorm"), "valid": ("loss", "nll_loss")}
 
 
 def parse_fairseq_log(path: Path) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """(train_inner rows, valid rows) from a ``--log-format json`` fairseq-train log."""
-    train, valid = [], []
-    for line in path.read_text().splitlines():
-        rec = parse_json_line(line)
-        if not rec:
-            continue
-        if "valid_num_updates" in rec:
-            valid.append({"update": int(rec["valid_num_updates"]), "loss": _num(rec.get("valid_loss")),
-                          "nll_loss": _num(rec.get("valid_nll_loss"))})
-        elif "num_updates" in rec and "train_inner" in line:
-            train.append({"update": int(rec["num_updates"]), "loss": _num(rec.get("loss")),
-                          "nll_loss": _num(rec.get("nll_loss")), "wps": _num(rec.get("wps")),
-                          "gnorm": _num(rec.get("gnorm"))})
-    return train, valid
+    """(train_inner rows, valid rows) of a fairseq-train log (json or simple format), by update."""
+    rows: dict[str, list[dict[str, float]]] = {"train_inner": [], "valid": []}
+    for record in records(path.read_text().splitlines(), tuple(_KEYS)):
+        if "num_updates" in record.values:
+            rows[record.kind].append({"update": int(record.values["num_updates"]),
+                                      **{key: record.get(key) for key in _KEYS[record.kind]}})
+    return rows["train_inner"], rows["valid"]
 
 
 def value_at(rows: Sequence[dict[str, float]], update: int, key: str) -> float:

@@ -44,6 +44,7 @@ from typing import Any
 from fairseq_admin_evidence.common import REPO
 from fairseq_admin_evidence.outputs import write_json
 from fairseq_admin_evidence.runs import USER_DIR
+from fairseq_admin_tools.fairseq_log import records
 
 PARTS = ("fp16_flat", "one_step", "profiling_100L", "throughput")
 
@@ -142,13 +143,9 @@ class Run:
     def tail(self, chars: int = 1500) -> str:
         return self.log[-chars:]
 
-    def train_inner(self) -> list[dict[str, str]]:
-        """fairseq's per-interval ``train_inner`` values (``--log-format simple``)."""
-        return [dict(re.findall(r"(\w+)=([^,\s]+)", line)) for line in self.log.splitlines()
-                if "| train_inner |" in line]
-
     def values(self, key: str) -> list[float]:
-        return [float(row[key]) for row in self.train_inner() if key in row]
+        """One value of fairseq's per-interval ``train_inner`` lines."""
+        return [r.values[key] for r in records(self.log.splitlines(), ("train_inner",)) if key in r.values]
 
 
 class PartFailed(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +75,10 @@ def data_bin(data_dir: Path) -> Path:
 
 
 def train_log(stdout: str, key: str = "loss") -> list[float]:
-    """Values of ``key`` from fairseq's per-update ``train_inner`` log lines (``--log-format simple``)."""
-    values = []
-    for line in stdout.splitlines():
-        if "| train_inner |" in line:
-            values.append(float(dict(re.findall(r"(\w+)=([^,\s]+)", line))[key]))
-    return values
+    """Values of ``key`` from fairseq's per-update ``train_inner`` log lines (the tools' one log parser)."""
+    from fairseq_admin_tools.fairseq_log import records
+
+    return [r.values[key] for r in records(stdout.splitlines(), ("train_inner",))]
 
 
 @pytest.fixture(scope="session")
