@@ -145,7 +145,7 @@ def _fold_targets(model: dict[str, torch.Tensor], side: str, layer: int, branch:
 
 
 def fold_omegas(model: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The stock-transformer state dict equivalent to an Admin one (see the module docstring)."""
+    """The stock-transformer state dict that computes what the Admin one does (see the module docstring)."""
     folded = {k: v for k, v in model.items() if not OMEGA_KEY.match(k)}
     for side in ("encoder", "decoder"):
         for position, (layer, index, branch) in enumerate(_branches(model, side)):

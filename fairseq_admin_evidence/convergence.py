@@ -14,7 +14,7 @@ resumable: ``run`` again after an interruption and each run continues where it s
 tell whether what the table shows for a method comes from the method or from regime A's schedule.
 
 ``--skip-prepare`` is for a machine holding the prepared data (``work/convergence/data``) but not Multi30k, such as
-the lent GPU machine (``scripts/convergence_on_gpu.sh``); its logs and results are read back by
+a GPU machine (``scripts/convergence_on_gpu.sh``); its logs and results are read back by
 ``convergence_summary`` as a second device.
 
 ``convergence_summary`` writes ``summary.json`` (one entry per planned run; runs not finished are listed with what they

@@ -47,7 +47,7 @@ class Source:
 
 
 def default_sources(schedule: Schedule) -> list[Source]:
-    """This CPU's runs first, then those made on the lent GPU (``scripts/convergence_on_gpu.sh``, fp32)."""
+    """This CPU's runs first, then those made on a GPU (``scripts/convergence_on_gpu.sh``, fp32)."""
     return [Source("cpu", schedule.logs, schedule.results),
             Source("h200", schedule.work / "logs_h200", schedule.results.with_name(schedule.results.name + "_h200"))]
 
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  "docs/results/convergence_gentle (gentle)")
     parser.add_argument("--source", nargs=3, action="append", metavar=("DEVICE", "LOGS", "RESULTS"),
                         help="a device's recipe logs and result JSONs, in order of preference (repeat; default: "
-                             "this CPU's, then the lent GPU's)")
+                             "this CPU's, then the GPU's)")
     args = parser.parse_args(argv)
     schedule = SCHEDULES[args.schedule]
     out = args.out or REPO / "docs" / "results" / schedule.work.name

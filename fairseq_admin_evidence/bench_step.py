@@ -1,0 +1,188 @@
+"""What one Admin training step costs against stock fairseq's, resolved to about 1 %: per-update time and profiles.
+
+One process, the same batches, one fairseq ``Trainer`` per model (stock ``transformer_iwslt_de_en`` at the given
+dims; ``transformer_admin`` with trainable ω, ``--init-type adaptive``; and with frozen ω,
+``--admin-omega-fixed``), all seeded alike. Blocks of ``--block`` updates run in turn (stock, admin, frozen, then
+the reverse order, ...) after a warm-up block each, so machine drift hits every model alike; the per-update time of
+each block pairs with the neighbouring stock block. Per (dim, threads): median and min–max of admin/stock and
+frozen/stock. ``--profile`` adds a ``torch.profiler`` table per model (the same steps) and the per-operator
+difference admin − stock, the operators that make up the extra time. Writes ``steps.csv``, ``summary.json``,
+``ratios.png`` and ``profile_*.txt``.
+
+    python -m fairseq_admin_evidence.bench_step                          # d128 and d512, 1 and 2 threads
+    python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile
+    python -m fairseq_admin_evidence.bench_step --toy                    # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fairseq_admin_evidence.bench_cost import COMMON, spread
+from fairseq_admin_evidence.data import ensure_data
+from fairseq_admin_evidence.methods import model_flags
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.runs import fairseq_train
+from fairseq_admin_tools.figures import pyplot, save_figure
+
+MODELS = ("stock", "admin", "frozen")
+STOCK_ARCH = "transformer_iwslt_de_en"
+
+
+def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, block: int):
+    """{model: (trainer, model)} and the batches every model trains on."""
+    import torch
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    from fairseq_admin_evidence.in_process import batches, build_in_process
+
+    size = model_flags(layers, dim, 4 * dim, max(1, dim // 32))
+    common = [str(data), *[a for a in COMMON if a != "--no-save"], *size, "--max-tokens", str(max_tokens),
+              "--save-dir", str(out)]
+    profile = out / "admin_profile.json"
+    if not profile.exists():
+        fairseq_train([*common, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
+                      out / "profile.log", progress=False)
+    admin = ["--init-type", "adaptive", "--admin-profile", str(profile)]
+    flags = {"stock": ["--arch", STOCK_ARCH], "admin": admin, "frozen": [*admin, "--admin-omega-fixed"]}
+    built, samples = {}, None
+    for name in MODELS:
+        torch.manual_seed(1)
+        args, task, model = build_in_process([*common, *flags[name]])
+        trainer = Trainer(convert_namespace_to_omegaconf(args), task, model, task.build_criterion(args))
+        samples = samples or batches(task, model, args, "train", block, max_tokens)
+        built[name] = (trainer, model)
+    return built, samples
+
+
+def _block(trainer: Any, samples: list) -> float:
+    start = time.perf_counter()
+    for sample in samples:
+        trainer.train_step([sample])
+    return (time.perf_counter() - start) / len(samples)
+
+
+def _profile(built: dict, samples: list, out: Path, tag: str) -> str:
+    """torch.profiler tables per model over the same steps, and the per-operator difference admin − stock."""
+    from torch.profiler import ProfilerActivity, profile
+
+    totals: dict[str, dict[str, float]] = {}
+    for name, (trainer, _) in built.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _block(trainer, samples)
+        averages = prof.key_averages()
+        (out / f"profile_{tag}_{name}.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=40))
+        totals[name] = {event.key: event.self_cpu_time_total / 1000 / len(samples) for event in averages}
+    rows = []
+    for op in sorted(set(totals["stock"]) | set(totals["admin"])):
+        stock, admin, frozen = (totals[m].get(op, 0.0) for m in MODELS)
+        if abs(admin - stock) > 0.05 or abs(frozen - stock) > 0.05:
+            rows.append([op, round(stock, 2), round(admin, 2), round(admin - stock, 2), round(frozen, 2),
+                         round(frozen - stock, 2)])
+    rows.sort(key=lambda r: -abs(r[3]))
+    all_ms = [sum(totals[m].values()) for m in MODELS]
+    rows.append(["(all operators)", *[round(v, 1) for v in (all_ms[0], all_ms[1], all_ms[1] - all_ms[0], all_ms[2],
+                                                           all_ms[2] - all_ms[0])]])
+    table = markdown_table(["operator", "stock ms/update", "admin", "admin − stock", "frozen ω", "frozen − stock"],
+                           rows[:25] + rows[-1:])
+    (out / f"profile_{tag}_difference.md").write_text(table + "\n")
+    return table
+
+
+def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,
+            with_profile: bool) -> list[dict[str, Any]]:
+    import torch
+
+    torch.set_num_threads(threads)
+    built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block)
+    for trainer, _ in built.values():  # warm-up: allocator, kernels, the optimizer state
+        _block(trainer, samples)
+    rows = []
+    for rep in range(pairs):
+        for name in MODELS if rep % 2 == 0 else tuple(reversed(MODELS)):
+            seconds = _block(built[name][0], samples)
+            rows.append({"dim": dim, "threads": threads, "rep": rep, "model": name, "seconds": seconds})
+            print(f"  d{dim} {threads}t rep {rep} {name:>6}: {1000 * seconds:.1f} ms/update", flush=True)
+    if with_profile:
+        print(_profile(built, samples, out, f"d{dim}_{threads}t"), flush=True)
+    return rows
+
+
+def ratios(rows: list[dict[str, Any]], model: str) -> list[float]:
+    """model/stock per repetition (each repetition times every model once)."""
+    by_rep: dict[int, dict[str, float]] = {}
+    for row in rows:
+        by_rep.setdefault(row["rep"], {})[row["model"]] = row["seconds"]
+    return [times[model] / times["stock"] for _, times in sorted(by_rep.items())]
+
+
+def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"d{s['dim']} {s['threads']}t" for s in summary]
+    for offset, (model, marker) in enumerate((("admin", "o"), ("frozen", "s"))):
+        for i, s in enumerate(summary):
+            values = s[f"{model}_over_stock"]["all"]
+            ax.plot([i + 0.15 * (2 * offset - 1)] * len(values), values, marker, alpha=0.4, color=f"C{offset}")
+            ax.plot(i + 0.15 * (2 * offset - 1), s[f"{model}_over_stock"]["median"], marker, ms=11, color=f"C{offset}",
+                    label=("trainable ω" if model == "admin" else "frozen ω") if i == 0 else None)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_ylabel("Admin / stock time per update")
+    ax.set_title("One training step, the same batches, blocks in turn (median large)")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_step")
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--dims", default="128,512")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--block", type=int, default=10, help="updates per timed block")
+    parser.add_argument("--pairs", type=int, default=5, help="repetitions (each times every model once)")
+    parser.add_argument("--profile", action="store_true", help="also a torch.profiler difference table per setting")
+    parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
+    args = parser.parse_args(argv)
+    if args.toy:
+        args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", 512, 2, 2
+        args.profile = True
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data = args.data or ensure_data()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, summary = [], []
+    for dim in map(int, args.dims.split(",")):
+        for threads in map(int, args.threads.split(",")):
+            measured = measure(data, args.out, args.layers, dim, threads, args.max_tokens, args.block, args.pairs,
+                               args.profile)
+            rows += measured
+            summary.append({"dim": dim, "threads": threads, "pairs": args.pairs, "block": args.block,
+                            **{f"{m}_over_stock": spread(ratios(measured, m)) for m in ("admin", "frozen")},
+                            "stock_ms": round(1000 * statistics.median(
+                                r["seconds"] for r in measured if r["model"] == "stock"), 1)})
+    write_csv(args.out / "steps.csv", rows)
+    write_json(args.out / "summary.json", {"layers": args.layers, "max_tokens": args.max_tokens, "settings": summary})
+    plot(summary, args.out / "ratios.png")
+    print(markdown_table(["dim", "threads", "stock ms/update", "admin/stock median (min–max)",
+                          "frozen/stock median (min–max)"],
+                         [[s["dim"], s["threads"], s["stock_ms"],
+                           *(f"{s[k]['median']:.4f} ({s[k]['min']:.4f}–{s[k]['max']:.4f})"
+                             for k in ("admin_over_stock", "frozen_over_stock"))] for s in summary]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
