@@ -95,18 +95,6 @@ class _ShortcutRouting(nn.Module):
             )
         return out
 
-    def upgrade_state_dict_named(self, state_dict: dict[str, Tensor], name: str) -> None:
-        old_rezero = [k for k in state_dict if k.startswith(f"{name}.admin_shortcuts.") and k.endswith(".alpha")]
-        if old_rezero:
-            raise AdminError(
-                f"this checkpoint has the old per-branch ReZero layout ({old_rezero[0]}, one α per residual branch); "
-                "--init-type rezero now learns one α per layer, as ReZero's authors and the original do, so the "
-                "weights cannot be converted: retrain it with this version"
-            )
-        parent = getattr(super(), "upgrade_state_dict_named", None)  # fairseq's decoder layer has none
-        if parent is not None:
-            parent(state_dict, name)
-
 
 class AdminEncoderLayer(_ShortcutRouting, TransformerEncoderLayerBase):
     side = "encoder"

@@ -254,16 +254,14 @@ def initialize_as_fairseq_08(model: nn.Module) -> None:
 # Architectures: the stock transformer's, plus Admin's own defaults.
 
 
+ADMIN_DEFAULTS = {name: spec.default for name, _, spec in _admin_fields()
+                  if not (isinstance(spec.default, str) and spec.default.startswith("${"))}
+"""Our options' defaults, as the dataclass declares them (the fields read from other groups excluded)."""
+
+
 def transformer_admin(args):
-    args.init_type = getattr(args, "init_type", "default")
-    args.ffn_init = getattr(args, "ffn_init", "default")
-    args.admin_profile = getattr(args, "admin_profile", None)
-    args.admin_profile_tokens = getattr(args, "admin_profile_tokens", 8192)
-    args.admin_profile_padding = getattr(args, "admin_profile_padding", "exclude")
-    args.admin_omega_fixed = getattr(args, "admin_omega_fixed", False)
-    args.admin_output_change = getattr(args, "admin_output_change", "log")
-    args.admin_monitor_interval = getattr(args, "admin_monitor_interval", 0)
-    args.admin_max_skipped = getattr(args, "admin_max_skipped", 10)
+    for name, default in ADMIN_DEFAULTS.items():
+        setattr(args, name, getattr(args, name, default))
     base_architecture(args)
 
 

@@ -107,7 +107,7 @@ def profile_samples(model: nn.Module, samples: Iterable[dict], include_padding: 
     return statistics
 
 
-def _first_training_batches(model: nn.Module, args: Any, task: Any):
+def first_training_batches(model: nn.Module, args: Any, task: Any):
     """The first epoch's batches, built as fairseq's Trainer.get_train_iterator builds them (one shard)."""
     task.load_dataset(args.train_subset, epoch=1, combine=True)
     iterator = task.get_batch_iterator(
@@ -136,7 +136,7 @@ def profile_model(model: nn.Module, args: Any, task: Any) -> AdminProfile:
     counted = {"tokens": 0, "sentences": 0, "batches": 0}
 
     def budgeted_samples() -> Iterator[dict]:
-        for sample in _first_training_batches(model, args, task):
+        for sample in first_training_batches(model, args, task):
             if not sample:
                 continue
             yield utils.move_to_cuda(sample) if device.type == "cuda" else sample

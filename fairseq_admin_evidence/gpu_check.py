@@ -386,11 +386,6 @@ def environment() -> dict[str, Any]:
     return facts
 
 
-def has_ffn_init() -> bool:
-    """Whether this fairseq-admin offers --ffn-init (the paper's fairseq 0.8 initialization)."""
-    return any('"ffn_init"' in p.read_text() or "--ffn-init" in p.read_text() for p in USER_DIR.glob("*.py"))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.gpu_check",
                                      description=__doc__.splitlines()[0])
@@ -422,7 +417,7 @@ def make_config(args: argparse.Namespace, started: float) -> Config:
     """The sizes of this run (GPU or --cpu), in a fresh work dir (--work-dir or a temporary one)."""
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)
-    ffn_xavier = ["--ffn-init", "xavier"] if has_ffn_init() else []
+    ffn_xavier = ["--ffn-init", "xavier"]
     make = cpu_config if args.cpu else gpu_config
     cfg = make(args.data.resolve(), work, started + args.budget_s, ffn_xavier)
     if args.reps is not None:

@@ -36,7 +36,7 @@ def profile_variant(model: Any, args: Any, task: Any, padding: str, first_batch:
     import torch
     from fairseq import utils
 
-    from fairseq_admin.profiling import _first_training_batches, profile_model, profile_samples
+    from fairseq_admin.profiling import first_training_batches, profile_model, profile_samples
 
     args = copy.copy(args)
     args.admin_profile_padding = padding
@@ -46,7 +46,7 @@ def profile_variant(model: Any, args: Any, task: Any, padding: str, first_batch:
             args.admin_profile_tokens = 1  # at least one batch: exactly the first
         return profile_model(model, args, task).omegas
     model.to(getattr(torch, dtype))  # the original under --fp16: statistics of a half-precision forward pass
-    first = next(s for s in _first_training_batches(model, args, task) if s)
+    first = next(s for s in first_training_batches(model, args, task) if s)
     with utils.set_torch_seed(args.seed):
         return profile_samples(model, [first], padding == "include").omegas
 

@@ -13,6 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 MULTI30K = Path(os.environ.get("MULTI30K_DIR", REPO.parent / "shared" / "data" / "multi30k"))
 BIN = Path(sys.executable).parent
 
+# Modules whose every test trains in fairseq-train subprocesses: marked slow (scripts/test.sh --fast leaves them
+# out). Slow tests elsewhere carry @pytest.mark.slow themselves.
+SLOW_MODULES = {"test_comparators", "test_distributed", "test_evidence_scripts", "test_export", "test_monitor",
+                "test_paper_pipelines", "test_precision", "test_table1_gpu", "test_workflow"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 # A model small enough for a 2-core CPU: a few seconds per fairseq-train call.
 TINY_MODEL = [
     "--arch", "transformer_admin", "--encoder-layers", "3", "--decoder-layers", "3",

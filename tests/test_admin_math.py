@@ -129,16 +129,9 @@ def test_profile_under_other_settings_is_refused_naming_each():
         check_profile_matches(_profile(), facts, other, "p.json")
 
 
-def test_profile_errors_are_user_errors():
-    from fairseq_admin_tools.errors import AdminError
-
-    assert issubclass(ProfileError, AdminError)
-
-
 def test_unknown_init_type_is_an_error_even_untyped():
-    from fairseq_admin.init_types import INIT_TYPE_NAMES, lookup
+    from fairseq_admin.init_types import lookup
     from fairseq_admin_tools.errors import AdminError
 
-    assert [lookup(name).name for name in INIT_TYPE_NAMES] == list(INIT_TYPE_NAMES)
     with pytest.raises(AdminError, match="unknown --init-type 'adaptiv'"):
         lookup("adaptiv")

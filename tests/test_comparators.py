@@ -89,14 +89,6 @@ def test_rezero_structure(data_bin: Path) -> None:
         assert torch.allclose(layer(x, None), expected, atol=1e-6)
 
 
-def test_old_per_branch_rezero_checkpoint_is_refused(data_bin: Path) -> None:
-    model = build_model(data_bin, "--init-type", "rezero")
-    state = model.state_dict()
-    state["encoder.layers.0.admin_shortcuts.0.alpha"] = torch.tensor(0.1)
-    with pytest.raises(AdminError, match="old per-branch ReZero layout"):
-        model.load_state_dict(state)
-
-
 @pytest.fixture(scope="module")
 def trained(data_bin: Path, tmp_path_factory) -> dict[str, tuple[Path, list[float]]]:
     """Each comparator trained a few updates with real fairseq-train: (checkpoint, per-update losses)."""

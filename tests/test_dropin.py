@@ -259,6 +259,7 @@ def checkpoints(data_bin: Path, tmp_path_factory) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_cross_self_attention_resumes_decodes_and_export_refuses_it(checkpoints, data_bin, tmp_path):
     save = checkpoints["cross_self"].parent
     resumed = fairseq("fairseq-train", data_bin, *TINY, "--no-cross-attention", "--cross-self-attention",
@@ -276,6 +277,7 @@ def test_cross_self_attention_resumes_decodes_and_export_refuses_it(checkpoints,
     assert not (tmp_path / "stock.pt").exists() and (save / "checkpoint_last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_a_loaded_admin_model_has_the_training_args_like_a_loaded_transformer(checkpoints):
     from fairseq import checkpoint_utils
 
@@ -288,6 +290,7 @@ def test_a_loaded_admin_model_has_the_training_args_like_a_loaded_transformer(ch
     assert args.init_type == "adaptive" and models[0].cfg.encoder.layers == 2
 
 
+@pytest.mark.slow
 def test_the_hub_interface_translates_with_an_admin_checkpoint(checkpoints, data_dir):
     from fairseq.models.transformer import TransformerModel
 
@@ -301,6 +304,7 @@ def test_the_hub_interface_translates_with_an_admin_checkpoint(checkpoints, data
     assert isinstance(translation, str) and translation.strip()
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_admin_checkpoints_in_fairseq_interactive(checkpoints, data_dir):
     result = subprocess.run(
         [str(BIN / "fairseq-interactive"), str(data_dir / "bin"), "--user-dir", "fairseq_admin", "--path",
@@ -312,6 +316,7 @@ def test_an_ensemble_of_admin_checkpoints_in_fairseq_interactive(checkpoints, da
     assert len(re.findall(r"^D-\d+\t", result.stdout, re.M)) == 2
 
 
+@pytest.mark.slow
 def test_generation_with_layers_to_keep_overrides_prunes_the_admin_checkpoint(checkpoints, data_bin):
     overrides = "{'encoder_layers_to_keep': '1', 'decoder_layers_to_keep': '0'}"
     full = fairseq("fairseq-generate", data_bin, "--user-dir", "fairseq_admin", "--path", checkpoints["admin"],

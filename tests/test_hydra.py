@@ -55,6 +55,7 @@ def test_recipe_configs_compose_into_our_model_config(task: str, method: str) ->
     assert cfg.optimizer._name == "radam" and model["decoder_embed_dim"] == model["encoder_embed_dim"]
 
 
+@pytest.mark.slow
 def test_hydra_profile_train_generate(data_bin: Path, data_dir: Path, tmp_path: Path) -> None:
     save_dir = tmp_path / "ck"
     tiny = [f"task.data={data_bin}", f"common.user_dir={REPO / 'fairseq_admin'}", f"checkpoint.save_dir={save_dir}",

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 from conftest import REPO
 
@@ -28,6 +29,7 @@ def _stand_in_fairseq(root: Path, version: str) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_installing_keeps_the_users_own_fairseq(tmp_path):
     """A venv with a fairseq 0.12 from source (a stand-in named ``fairseq``): pip would install no other."""
     venv = tmp_path / "venv"

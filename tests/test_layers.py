@@ -32,10 +32,10 @@ def test_every_branch_must_use_its_shortcut(data_bin: Path) -> None:
 
 
 def _samples(args, task, model, count: int = 2) -> list[dict]:
-    from fairseq_admin.profiling import _first_training_batches
+    from fairseq_admin.profiling import first_training_batches
 
     samples = []
-    for sample in _first_training_batches(model, args, task):
+    for sample in first_training_batches(model, args, task):
         samples.append(sample)
         if len(samples) == count:
             return samples

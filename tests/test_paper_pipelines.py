@@ -84,7 +84,7 @@ def check_scores(record: dict, test_size: int, lowercase: bool) -> None:
     paper = record["paper_bleu"]
     assert paper["text"].startswith("BLEU4 = ") and paper["score"] == float(FAIRSEQ_BLEU.match(paper["text"])[1])
     # fairseq's counts are over the Moses tokens of its T- (reference) and D- (hypothesis) lines, BPE removed.
-    log = Path(record["hypotheses"].replace(".hyp.txt", ".generate.txt")).read_text(encoding="utf-8")
+    log = Path(record["generate_log"]).read_text(encoding="utf-8")
     targets = re.findall(r"^T-\d+\t(.*)$", log, flags=re.M)
     hypotheses = re.findall(r"^D-\d+\t[^\t]*\t(.*)$", log, flags=re.M)
     assert len(targets) == len(hypotheses) == test_size

@@ -195,6 +195,7 @@ def check_losses_go_down(losses: list[float]) -> None:
     assert np.mean(losses[-2:]) < np.mean(losses[:6]) - 0.3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", list(PRECISION_MODES))
 def test_fairseq_train_in_every_precision_mode(mode: str, data_bin: Path, tmp_path: Path):
     result = fairseq("fairseq-train", data_bin, "--arch", "transformer_admin", "--init-type", "default",
@@ -204,6 +205,7 @@ def test_fairseq_train_in_every_precision_mode(mode: str, data_bin: Path, tmp_pa
     check_losses_go_down(losses)
 
 
+@pytest.mark.slow
 def test_memory_efficient_fp16_resumes_exactly(data_bin: Path, tmp_path: Path):
     """fp16 parameters, fp32 moments: a run resumed from update 8 ends with the same weights as one that wasn't."""
     # The stock arch, so that only the optimizer state carries over into the resumed run.

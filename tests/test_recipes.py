@@ -317,6 +317,7 @@ def test_corpus_cleaning_iwslt14_layout(tmp_path: Path) -> None:
     assert missing.returncode != 0 and "not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_multi30k_recipe_end_to_end_tiny(tmp_path: Path) -> None:
     """prepare → profile → train → average → generate → BLEU JSON, on 100 pairs and a 2-layer model."""
     if not MULTI30K.is_dir():
