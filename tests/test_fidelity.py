@@ -55,6 +55,7 @@ def test_xavier_goes_with_every_init_type(data_bin: Path, init_type: str) -> Non
     assert all(torch.count_nonzero(layer.fc1.bias) == 0 for layer in _layers(model))
 
 
+@pytest.mark.slow
 def test_100_layer_profile_matches_the_originals(data_bin: Path, tmp_path: Path) -> None:
     """With the paper's initialization our profiler gives the original's published 100L-100L ω (within 3 %).
 
