@@ -152,8 +152,10 @@ def profiling_subprocesses(data: Path, out: Path, layers: int, max_tokens: int, 
     print(f"  {layers}L-{layers}L profiling subprocess: {row['profiling_s']:.1f}s profiling, "
           f"{run.seconds:.0f}s wall, peak RSS {run.peak_rss_kib / 1024:.0f} MiB", flush=True)
     if layers <= train_up_to:
-        run = fairseq_train([*base, "--init-type", "adaptive", "--admin-profile", str(profile)],
-                            run_dir / "train1.log", progress=False)
+        # --data-buffer-size 0: a one-update run can exit while fairseq's batch-prefetch thread is still in torch,
+        # which aborts the process ("terminate called without an active exception") after training succeeded.
+        run = fairseq_train([*base, "--init-type", "adaptive", "--admin-profile", str(profile), "--save-dir",
+                             str(run_dir), "--data-buffer-size", "0"], run_dir / "train1.log", progress=False)
         row.update(train1_wall_s=run.seconds, train1_peak_rss_kib=run.peak_rss_kib)
         print(f"  {layers}L-{layers}L one-update training subprocess: {run.seconds:.0f}s wall, "
               f"peak RSS {run.peak_rss_kib / 1024:.0f} MiB", flush=True)
