@@ -39,12 +39,35 @@ def layer_branches(side: str, has_cross_attention: bool = True) -> tuple[str, ..
     return BRANCHES[side]
 
 
+class _ScaledShortcut(torch.autograd.Function):
+    """``ω ⊙ shortcut + branch`` with the backward it needs and no more: one multiply, and while ω trains, one
+    multiply-and-reduce for ω's gradient.
+
+    autograd's own ``addcmul`` backward computes ω's gradient as ``grad * (shortcut * 1)``: a full copy of the
+    shortcut before the product. Here the gradients are, bit for bit, the ones autograd would give:
+    ``grad`` for the branch, ``grad * ω`` for the shortcut, ``(grad * shortcut)`` summed to ω's shape for ω.
+    The shortcut is saved only while ω trains.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, shortcut: Tensor, branch: Tensor, omega: Tensor) -> Tensor:
+        ctx.save_for_backward(shortcut if omega.requires_grad else None, omega)
+        return torch.addcmul(branch, shortcut, omega)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
+        shortcut, omega = ctx.saved_tensors
+        grad_shortcut = grad * omega if ctx.needs_input_grad[0] else None
+        grad_omega = (grad * shortcut).sum_to_size(omega.shape) if ctx.needs_input_grad[2] else None
+        return grad_shortcut, grad, grad_omega
+
+
 class AdminShortcut(nn.Module):
     """``ω ⊙ shortcut + branch``: the one place a residual connection is computed.
 
     ω is a per-channel parameter that starts at 1 (exactly the stock ``shortcut + branch``) and is frozen
-    (``requires_grad=False``) unless an init type makes it trainable. One fused op (``addcmul``) keeps the
-    cost of the extra multiply near zero. ``padding_mask`` is not part of the math: the profiling hooks
+    (``requires_grad=False``) unless an init type makes it trainable. The forward is one fused ``addcmul``, the
+    backward :class:`_ScaledShortcut`'s. ``padding_mask`` is not part of the math: the profiling hooks
     (:mod:`fairseq_admin.profiling`) read it from the call.
     """
 
@@ -53,7 +76,9 @@ class AdminShortcut(nn.Module):
         self.omega = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        return torch.addcmul(branch, shortcut, self.omega)
+        if not torch.is_grad_enabled():  # inference, profiling: the plain op, no autograd.Function call
+            return torch.addcmul(branch, shortcut, self.omega)
+        return _ScaledShortcut.apply(shortcut, branch, self.omega)
 
 
 class _ShortcutRouting(nn.Module):
@@ -82,18 +107,9 @@ class _ShortcutRouting(nn.Module):
         return shortcut(residual, branch, self._padding_mask)
 
     def _routed(self, padding_mask: Tensor | None, forward: Any, *args: Any, **kwargs: Any) -> Any:
+        # The call count is checked once, at build (check_branch_order), not on every forward.
         self._next_shortcut, self._padding_mask = 0, padding_mask
-        try:
-            out = forward(*args, **kwargs)
-        finally:
-            self._padding_mask = None
-        if self._next_shortcut != len(self.admin_shortcuts):
-            raise AdminError(
-                f"a {self.side} layer made {self._next_shortcut} residual connections, but Admin expects "
-                f"{len(self.admin_shortcuts)} ({', '.join(self.branch_names)}): this fairseq version calls "
-                "residual_connection differently; fairseq-admin supports fairseq 0.12"
-            )
-        return out
+        return forward(*args, **kwargs)
 
 
 class AdminEncoderLayer(_ShortcutRouting, TransformerEncoderLayerBase):
@@ -136,7 +152,8 @@ def branch_names(model: nn.Module, side: str) -> list[tuple[int, str]]:
 
 
 def check_branch_order(model: nn.Module) -> None:
-    """Run the first layer of each side once and check that shortcut i follows branch i's module.
+    """Run the first layer of each side once: it must call ``residual_connection`` once per shortcut, and shortcut i
+    must follow branch i's module. (Checked here, once, so that the training path checks nothing.)
 
     Forward hooks note which branch module (self_attn, encoder_attn, fc2) ran last before each
     ``residual_connection`` call; a mismatch means fairseq's layer code no longer matches our layout.
@@ -171,10 +188,19 @@ def check_branch_order(model: nn.Module) -> None:
                     width = layer.encoder_attn.kdim if layer.encoder_attn is not None else layer.embed_dim
                     encoder_out = x.new_zeros(2, 1, width) if needs_encoder else None
                     layer(x, encoder_out, None)
+        except IndexError:  # more residual_connection calls than shortcuts
+            layer._next_shortcut = len(layer.admin_shortcuts) + 1
         finally:
             layer.train(was_training)
             for handle in handles:
                 handle.remove()
+        if layer._next_shortcut != len(layer.admin_shortcuts):
+            made = layer._next_shortcut if layer._next_shortcut <= len(layer.admin_shortcuts) else "more"
+            raise AdminError(
+                f"the {side}'s layers make {made} residual connections, but Admin expects "
+                f"{len(layer.admin_shortcuts)} ({', '.join(layer.branch_names)}): this fairseq version calls "
+                "residual_connection differently; fairseq-admin supports fairseq 0.12"
+            )
         seen = [events[i - 1] for i, event in enumerate(events) if event == "residual" and i > 0]
         if seen != list(layer.branch_names):
             raise AdminError(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_model as build
+from conftest import build_model
 
 from fairseq_admin_tools.errors import AdminError
 
@@ -15,7 +15,7 @@ def test_branch_order_is_checked(data_bin: Path) -> None:
     """A fairseq whose layers called residual_connection in another order would be refused, not silently wrong."""
     from fairseq_admin.layers import check_branch_order
 
-    _, _, model = build(data_bin, "--init-type", "default")
+    _, _, model = build_model(data_bin, "--init-type", "default")
     check_branch_order(model)  # fairseq 0.12: as our layout says
     layer = model.decoder.layers[0]
     layer.branch_names = ("self_attn", "ffn", "cross_attn")
@@ -24,11 +24,17 @@ def test_branch_order_is_checked(data_bin: Path) -> None:
 
 
 def test_every_branch_must_use_its_shortcut(data_bin: Path) -> None:
-    _, _, model = build(data_bin, "--init-type", "default")
+    """Checked once at build: a layout whose shortcut count differs from fairseq's residual calls is refused."""
+    from fairseq_admin.layers import check_branch_order
+
+    _, _, model = build_model(data_bin, "--init-type", "default")
     layer = model.encoder.layers[0]
     layer.admin_shortcuts.append(type(layer.admin_shortcuts[0])(64))  # a layout with a branch fairseq never runs
-    with pytest.raises(AdminError, match="made 2 residual connections, but Admin expects 3"):
-        layer(torch.zeros(3, 1, 64), None)
+    with pytest.raises(AdminError, match="the encoder's layers make 2 residual connections, but Admin expects 3"):
+        check_branch_order(model)
+    del layer.admin_shortcuts[1:]  # one shortcut for two branches
+    with pytest.raises(AdminError, match="make more residual connections, but Admin expects 1"):
+        check_branch_order(model)
 
 
 def _samples(args, task, model, count: int = 2) -> list[dict]:
@@ -46,7 +52,7 @@ def test_padding_modes(data_bin: Path) -> None:
     """include counts padding positions (as the original), exclude does not; without padding they agree."""
     from fairseq_admin.profiling import profile_samples
 
-    args, task, model = build(data_bin, "--init-type", "default", "--dropout", "0")
+    args, task, model = build_model(data_bin, "--init-type", "default", "--dropout", "0")
     samples = _samples(args, task, model)
     assert any(s["net_input"]["src_tokens"].eq(task.source_dictionary.pad()).any() for s in samples)
     include = profile_samples(model, samples, include_padding=True)
@@ -67,3 +73,27 @@ def test_padding_modes(data_bin: Path) -> None:
     b = profile_samples(model, single, include_padding=False)
     for side in ("encoder", "decoder"):
         assert a.omegas(side) == pytest.approx(b.omegas(side), rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("trainable", [False, True])
+def test_shortcut_gradients_are_autograds_bit_for_bit(dtype: torch.dtype, trainable: bool) -> None:
+    """The shortcut's own backward gives exactly what autograd's addcmul gives, for the output and every gradient."""
+    from fairseq_admin.layers import AdminShortcut
+
+    torch.manual_seed(0)
+    shortcut_in, branch_in, grad = (torch.randn(7, 3, 16, dtype=dtype) for _ in range(3))
+    module = AdminShortcut(16).to(dtype)
+    module.omega.data = (torch.rand(16) + 0.5).to(dtype)
+    module.omega.requires_grad_(trainable)
+    results = []
+    for compute in (lambda s, b: torch.addcmul(b, s, module.omega), module):
+        shortcut, branch = shortcut_in.clone().requires_grad_(), branch_in.clone().requires_grad_()
+        module.omega.grad = None
+        out = compute(shortcut, branch)
+        out.backward(grad)
+        results.append((out, shortcut.grad, branch.grad, module.omega.grad))
+    for ours, autograds in zip(results[1], results[0], strict=True):
+        assert (ours is None) == (autograds is None)
+        assert ours is None or torch.equal(ours, autograds)
+    assert (module.omega.grad is not None) == trainable
