@@ -34,7 +34,7 @@ from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import model_flags
-from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, spread, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
@@ -204,10 +204,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.profile_layers, args.profile_max_tokens, args.train_up_to = "1", 256, 1
         args.arch_flags = TOY_ARCH_FLAGS
     return args
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values), "all": values}
 
 
 def admin_over_stock(rows: list[dict[str, Any]], key: str) -> list[float]:

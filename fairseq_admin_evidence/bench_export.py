@@ -15,14 +15,13 @@ import argparse
 import os
 import re
 import resource
-import statistics
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from fairseq_admin_evidence.common import REPO
-from fairseq_admin_evidence.outputs import RESULTS, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, spread, write_csv, write_json
 from fairseq_admin_evidence.runs import BIN, USER_DIR
 
 TRANSLATED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s .* ([\d.]+) tokens/s\)")
@@ -114,10 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         "device": "cpu" if options.cpu else "default",
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "tokens_per_s": {v: [r["tokens_per_s"] for r in rows if r["variant"] == v] for v in ("plugin", "exported")},
-        "ratio_exported_over_plugin": {"per_repeat": ratios, "min": min(ratios),
-                                       "median": statistics.median(ratios), "max": max(ratios)},
-        "cpu_ratio_plugin_over_exported": {"per_repeat": cpu_ratios, "min": min(cpu_ratios),
-                                           "median": statistics.median(cpu_ratios), "max": max(cpu_ratios)},
+        "ratio_exported_over_plugin": spread(ratios),
+        "cpu_ratio_plugin_over_exported": spread(cpu_ratios),
     }
     write_json(options.results_dir / "summary.json", summary, indent=1)
     r = summary["ratio_exported_over_plugin"]

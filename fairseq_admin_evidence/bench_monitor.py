@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fairseq_admin_evidence.bench_cost import COMMON, interleaved, spread, timed_run
+from fairseq_admin_evidence.bench_cost import COMMON, interleaved, timed_run
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.methods import model_flags
-from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, spread, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 

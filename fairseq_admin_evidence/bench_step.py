@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fairseq_admin_evidence.bench_cost import COMMON, spread
+from fairseq_admin_evidence.bench_cost import COMMON
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.methods import model_flags
-from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, spread, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
@@ -34,7 +34,7 @@ MODELS = ("stock", "admin", "frozen")
 STOCK_ARCH = "transformer_iwslt_de_en"
 
 
-def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, block: int):
+def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, block: int, device: str):
     """{model: (trainer, model)} and the batches every model trains on."""
     import torch
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -43,8 +43,9 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     from fairseq_admin_evidence.in_process import batches, build_in_process
 
     size = model_flags(layers, dim, 4 * dim, max(1, dim // 32))
-    common = [str(data), *[a for a in COMMON if a != "--no-save"], *size, "--max-tokens", str(max_tokens),
-              "--save-dir", str(out)]
+    on_device = [a for a in COMMON if a not in ("--no-save", "--cpu")] if device == "cuda" else \
+        [a for a in COMMON if a != "--no-save"]
+    common = [str(data), *on_device, *size, "--max-tokens", str(max_tokens), "--save-dir", str(out)]
     profile = out / "admin_profile.json"
     if not profile.exists():
         fairseq_train([*common, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
@@ -61,64 +62,97 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     return built, samples
 
 
-def _block(trainer: Any, samples: list) -> float:
-    start = time.perf_counter()
+def _block(trainer: Any, samples: list) -> tuple[float, float]:
+    """Wall and process CPU seconds per update over the samples (GPU work waited for)."""
+    import torch
+
+    def synchronize() -> None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    synchronize()
+    wall, cpu = time.perf_counter(), time.process_time()
     for sample in samples:
         trainer.train_step([sample])
-    return (time.perf_counter() - start) / len(samples)
+    synchronize()
+    return (time.perf_counter() - wall) / len(samples), (time.process_time() - cpu) / len(samples)
 
 
-def _profile(built: dict, samples: list, out: Path, tag: str) -> str:
-    """torch.profiler tables per model over the same steps, and the per-operator difference admin − stock."""
+def _in_turn(rep: int) -> tuple[str, ...]:
+    """The order of one repetition: stock, admin, frozen, then the reverse, so drift hits every model alike."""
+    return MODELS if rep % 2 == 0 else tuple(reversed(MODELS))
+
+
+def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> str:
+    """Per-operator self time per update (median over ``rounds`` profiled blocks each, in turn) and calls per update,
+    for every model; the table lists the operators whose calls differ from stock's or whose time differs most."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    totals: dict[str, dict[str, float]] = {}
-    for name, (trainer, _) in built.items():
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            _block(trainer, samples)
-        averages = prof.key_averages()
-        (out / f"profile_{tag}_{name}.txt").write_text(averages.table(sort_by="self_cpu_time_total", row_limit=40))
-        totals[name] = {event.key: event.self_cpu_time_total / 1000 / len(samples) for event in averages}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in MODELS}
+    calls: dict[str, dict[str, float]] = {name: {} for name in MODELS}
+    for rep in range(rounds):
+        for name in _in_turn(rep):
+            with profile(activities=activities) as prof:
+                _block(built[name][0], samples)
+            averages = prof.key_averages()
+            if rep == 0:
+                (out / f"profile_{tag}_{name}.txt").write_text(
+                    averages.table(sort_by="self_cpu_time_total", row_limit=40))
+            for event in averages:
+                times[name].setdefault(event.key, []).append(event.self_cpu_time_total / 1000 / len(samples))
+                calls[name][event.key] = event.count / len(samples)
+    median = {name: {op: statistics.median(v + [0.0] * (rounds - len(v))) for op, v in ops.items()}
+              for name, ops in times.items()}
     rows = []
-    for op in sorted(set(totals["stock"]) | set(totals["admin"])):
-        stock, admin, frozen = (totals[m].get(op, 0.0) for m in MODELS)
-        if abs(admin - stock) > 0.05 or abs(frozen - stock) > 0.05:
-            rows.append([op, round(stock, 2), round(admin, 2), round(admin - stock, 2), round(frozen, 2),
-                         round(frozen - stock, 2)])
-    rows.sort(key=lambda r: -abs(r[3]))
-    all_ms = [sum(totals[m].values()) for m in MODELS]
-    rows.append(["(all operators)", *[round(v, 1) for v in (all_ms[0], all_ms[1], all_ms[1] - all_ms[0], all_ms[2],
-                                                           all_ms[2] - all_ms[0])]])
-    table = markdown_table(["operator", "stock ms/update", "admin", "admin − stock", "frozen ω", "frozen − stock"],
-                           rows[:25] + rows[-1:])
-    (out / f"profile_{tag}_difference.md").write_text(table + "\n")
+    for op in set(median["stock"]) | set(median["admin"]) | set(median["frozen"]):
+        ms = [median[m].get(op, 0.0) for m in MODELS]
+        n = [calls[m].get(op, 0.0) for m in MODELS]
+        rows.append([op, *(int(c) if c == int(c) else round(c, 1) for c in n), round(ms[0], 2), round(ms[1] - ms[0], 2),
+                     round(ms[2] - ms[0], 2)])
+    structural = [r for r in rows if r[1] != r[2] or r[1] != r[3]]
+    by_time = sorted((r for r in rows if r not in structural), key=lambda r: -max(abs(r[5]), abs(r[6])))
+    structural.sort(key=lambda r: -max(abs(r[5]), abs(r[6])))
+    totals = [sum(median[m].values()) for m in MODELS]
+    table_rows = structural + by_time[:12] + [["(all operators)", "", "", "", round(totals[0], 1),
+                                               round(totals[1] - totals[0], 1), round(totals[2] - totals[0], 1)]]
+    table = markdown_table(["operator", "calls/update stock", "admin", "frozen ω", "stock ms/update",
+                            "admin − stock", "frozen − stock"], table_rows)
+    (out / f"profile_{tag}_difference.md").write_text(
+        f"Self CPU time per update, median of {rounds} profiled blocks of {len(samples)} updates per model, in turn. "
+        "First the operators whose call counts differ from stock's, then the largest other differences (noise).\n\n"
+        + table + "\n")
     return table
 
 
 def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,
-            with_profile: bool) -> list[dict[str, Any]]:
+            warmup: int, profile_rounds: int, device: str) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(threads)
-    built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block)
-    for trainer, _ in built.values():  # warm-up: allocator, kernels, the optimizer state
-        _block(trainer, samples)
+    built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block, device)
+    for _ in range(warmup):  # the allocator, kernels and optimizer state settle
+        for trainer, _ in built.values():
+            _block(trainer, samples)
     rows = []
     for rep in range(pairs):
-        for name in MODELS if rep % 2 == 0 else tuple(reversed(MODELS)):
-            seconds = _block(built[name][0], samples)
-            rows.append({"dim": dim, "threads": threads, "rep": rep, "model": name, "seconds": seconds})
-            print(f"  d{dim} {threads}t rep {rep} {name:>6}: {1000 * seconds:.1f} ms/update", flush=True)
-    if with_profile:
-        print(_profile(built, samples, out, f"d{dim}_{threads}t"), flush=True)
+        for name in _in_turn(rep):
+            seconds, cpu_seconds = _block(built[name][0], samples)
+            rows.append({"dim": dim, "threads": threads, "rep": rep, "model": name, "seconds": seconds,
+                         "cpu_seconds": cpu_seconds})
+            print(f"  d{dim} {threads}t rep {rep} {name:>6}: {1000 * seconds:.1f} ms/update "
+                  f"(CPU {1000 * cpu_seconds:.1f} ms)", flush=True)
+    if profile_rounds:
+        print(_profile(built, samples, out, f"d{dim}_{threads}t", profile_rounds), flush=True)
     return rows
 
 
-def ratios(rows: list[dict[str, Any]], model: str) -> list[float]:
+def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list[float]:
     """model/stock per repetition (each repetition times every model once)."""
     by_rep: dict[int, dict[str, float]] = {}
     for row in rows:
-        by_rep.setdefault(row["rep"], {})[row["model"]] = row["seconds"]
+        by_rep.setdefault(row["rep"], {})[row["model"]] = row[key]
     return [times[model] / times["stock"] for _, times in sorted(by_rep.items())]
 
 
@@ -144,19 +178,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--dims", default="128,512")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("--block", type=int, default=10, help="updates per timed block")
-    parser.add_argument("--pairs", type=int, default=5, help="repetitions (each times every model once)")
-    parser.add_argument("--profile", action="store_true", help="also a torch.profiler difference table per setting")
+    parser.add_argument("--block", type=int, default=4, help="updates per timed block")
+    parser.add_argument("--pairs", type=int, default=6, help="repetitions (each times every model once)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed blocks per model first")
+    parser.add_argument("--profile-rounds", type=int, default=0,
+                        help="also a torch.profiler difference table per setting, over this many blocks per model")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
     args = parser.parse_args(argv)
     if args.toy:
         args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", 512, 2, 2
-        args.profile = True
+        args.warmup, args.profile_rounds = 1, 2
     return args
+
+
+def _cell(values: dict[str, Any]) -> str:
+    return f"{values['median']:.4f} ({values['min']:.4f}–{values['max']:.4f})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,20 +208,23 @@ def main(argv: list[str] | None = None) -> int:
     for dim in map(int, args.dims.split(",")):
         for threads in map(int, args.threads.split(",")):
             measured = measure(data, args.out, args.layers, dim, threads, args.max_tokens, args.block, args.pairs,
-                               args.profile)
+                               args.warmup, args.profile_rounds, args.device)
             rows += measured
-            summary.append({"dim": dim, "threads": threads, "pairs": args.pairs, "block": args.block,
-                            **{f"{m}_over_stock": spread(ratios(measured, m)) for m in ("admin", "frozen")},
-                            "stock_ms": round(1000 * statistics.median(
-                                r["seconds"] for r in measured if r["model"] == "stock"), 1)})
+            summary.append({
+                "dim": dim, "threads": threads, "pairs": args.pairs, "block": args.block,
+                **{f"{m}_over_stock": spread(ratios(measured, m)) for m in ("admin", "frozen")},
+                **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in ("admin", "frozen")},
+                "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),
+                                  1)})
     write_csv(args.out / "steps.csv", rows)
-    write_json(args.out / "summary.json", {"layers": args.layers, "max_tokens": args.max_tokens, "settings": summary})
+    write_json(args.out / "summary.json", {"device": args.device, "hardware": hardware(args.device),
+                                           "layers": args.layers, "max_tokens": args.max_tokens,
+                                           "warmup_blocks": args.warmup, "settings": summary})
     plot(summary, args.out / "ratios.png")
     print(markdown_table(["dim", "threads", "stock ms/update", "admin/stock median (min–max)",
-                          "frozen/stock median (min–max)"],
-                         [[s["dim"], s["threads"], s["stock_ms"],
-                           *(f"{s[k]['median']:.4f} ({s[k]['min']:.4f}–{s[k]['max']:.4f})"
-                             for k in ("admin_over_stock", "frozen_over_stock"))] for s in summary]))
+                          "frozen ω/stock median (min–max)", "admin/stock CPU time"],
+                         [[s["dim"], s["threads"], s["stock_ms"], _cell(s["admin_over_stock"]),
+                           _cell(s["frozen_over_stock"]), _cell(s["admin_over_stock_cpu"])] for s in summary]))
     return 0
 
 

@@ -47,3 +47,30 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     numeric = [bool(rows) and all(isinstance(row[i], int | float) for row in rows) for i in range(len(header))]
     return tabulate([[_cell(v) for v in row] for row in rows], headers=list(header), tablefmt="github",
                     disable_numparse=True, colalign=["right" if n else "left" for n in numeric])
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+    """The one summary of repeated measurements here: median and min–max, with every value."""
+    import statistics
+
+    values = list(values)
+    return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
+            "all": values}
+
+
+def hardware(device: str = "cpu") -> str:
+    """What a measurement ran on, in words ("2 CPU cores (<model>)", "one <GPU name> GPU")."""
+    import os
+
+    if device == "cuda":
+        import torch
+
+        return f"one {torch.cuda.get_device_name(0)} GPU"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{cores} CPU core{'s' if cores != 1 else ''}" + (f" ({model})" if model else "")
