@@ -140,39 +140,3 @@ class SideProfiler:
     def branch_variances(self) -> list[float]:
         return [acc.variance for acc in self.branches]
 
-
-# Comparator initializations (--init-type admin-closed-form / deepnorm / rezero): their formulas live here too.
-
-
-@dataclass(frozen=True)
-class DeepNormConstants:
-    """DeepNorm's shortcut scale α and init gain β for each side of an encoder-decoder."""
-
-    encoder_alpha: float
-    encoder_beta: float
-    decoder_alpha: float
-    decoder_beta: float
-
-
-def deepnorm_constants(encoder_layers: int, decoder_layers: int) -> DeepNormConstants:
-    """DeepNet (Wang et al. 2022), encoder-decoder case: N encoder layers, M decoder layers.
-
-    Encoder: α = 0.81 (N⁴M)^{1/16}, β = 0.87 (N⁴M)^{−1/16}; decoder: α = (3M)^{1/4}, β = (12M)^{−1/4}.
-    α scales every shortcut, ``LN(α x + G(x))``; β is the xavier_normal gain of the value, attention
-    output and FFN projections (query/key keep gain 1).
-    """
-    n, m = encoder_layers, decoder_layers
-    if n < 1 or m < 1:
-        raise ValueError("DeepNorm needs at least one encoder and one decoder layer")
-    nm = n**4 * m
-    return DeepNormConstants(
-        encoder_alpha=0.81 * nm ** (1 / 16),
-        encoder_beta=0.87 * nm ** (-1 / 16),
-        decoder_alpha=(3 * m) ** (1 / 4),
-        decoder_beta=(12 * m) ** (-1 / 4),
-    )
-
-
-REZERO_ALPHA_INIT = 0.0
-"""ReZero (Bachlechner et al. 2020): x_{i+1} = x_i + α f(x_i) with one trainable scalar α per layer,
-shared by the layer's sub-layers, that starts at 0."""

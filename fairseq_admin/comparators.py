@@ -1,7 +1,9 @@
 """The comparator initializations, as small changes on top of ``transformer_admin``'s shortcuts.
 
 Each one is a value (or, for ReZero, a module) put into the existing :class:`AdminShortcut`
-hook after fairseq has built the model; the formulas are in :mod:`fairseq_admin.admin`.
+hook after fairseq has built the model. admin-closed-form's ω is Admin's own math
+(:func:`fairseq_admin.admin.closed_form_omega`); DeepNorm's and ReZero's constants are not Admin's,
+so they live here with the code that applies them.
 
 ``admin-closed-form``
     admin-torch's profiling-free Admin: every residual of a side, the first one (which reads the
@@ -27,18 +29,53 @@ hook after fairseq has built the model; the formulas are in :mod:`fairseq_admin.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from fairseq_admin.admin import REZERO_ALPHA_INIT, closed_form_omega, deepnorm_constants
+from fairseq_admin.admin import closed_form_omega
 from fairseq_admin.layers import SIDES, admin_layers, admin_shortcuts
 
 logger = logging.getLogger(__name__)
 logger.setLevel(logging.INFO)
 
 LAYER_NORMS = ("self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm")
+
+
+@dataclass(frozen=True)
+class DeepNormConstants:
+    """DeepNorm's shortcut scale α and init gain β for each side of an encoder-decoder."""
+
+    encoder_alpha: float
+    encoder_beta: float
+    decoder_alpha: float
+    decoder_beta: float
+
+
+def deepnorm_constants(encoder_layers: int, decoder_layers: int) -> DeepNormConstants:
+    """DeepNet (Wang et al. 2022), encoder-decoder case: N encoder layers, M decoder layers.
+
+    Encoder: α = 0.81 (N⁴M)^{1/16}, β = 0.87 (N⁴M)^{−1/16}; decoder: α = (3M)^{1/4}, β = (12M)^{−1/4}.
+    α scales every shortcut, ``LN(α x + G(x))``; β is the xavier_normal gain of the value, attention
+    output and FFN projections (query/key keep gain 1).
+    """
+    n, m = encoder_layers, decoder_layers
+    if n < 1 or m < 1:
+        raise ValueError("DeepNorm needs at least one encoder and one decoder layer")
+    nm = n**4 * m
+    return DeepNormConstants(
+        encoder_alpha=0.81 * nm ** (1 / 16),
+        encoder_beta=0.87 * nm ** (-1 / 16),
+        decoder_alpha=(3 * m) ** (1 / 4),
+        decoder_beta=(12 * m) ** (-1 / 4),
+    )
+
+
+REZERO_ALPHA_INIT = 0.0
+"""ReZero (Bachlechner et al. 2020): x_{i+1} = x_i + α f(x_i) with one trainable scalar α per layer,
+shared by the layer's sub-layers, that starts at 0."""
 
 
 def apply_closed_form(model: nn.Module, args: Any, task: Any = None) -> None:

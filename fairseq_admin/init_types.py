@@ -18,7 +18,6 @@ import torch.nn as nn
 
 from fairseq_admin import comparators, profiling
 from fairseq_admin.layers import SIDES, admin_shortcuts
-from fairseq_admin.profile_file import AdminProfile
 from fairseq_admin_tools.errors import AdminError
 
 logger = logging.getLogger(__name__)
@@ -36,29 +35,6 @@ class InitType:
     post_ln_only: bool = True
 
 
-def apply_omegas(model: nn.Module, omegas: dict[str, list[float]], trainable: bool) -> None:
-    """Set ω per side (one value per branch, in forward order); ω_2.. become trainable unless fixed.
-
-    ω_1 scales the embeddings, which no LayerNorm precedes; keeping it the constant 1 that profiling
-    gives it is what lets a trained model fold ω into a stock Transformer (fairseq-admin-export).
-    """
-    for side in SIDES:
-        shortcuts = admin_shortcuts(model, side)
-        values = omegas.get(side)
-        if values is not None and len(values) != len(shortcuts):
-            raise AdminError(f"the profile has {len(values)} {side} branches, the model has {len(shortcuts)}")
-        with torch.no_grad():
-            for index, shortcut in enumerate(shortcuts):
-                if values is not None:
-                    shortcut.omega.fill_(values[index])
-                shortcut.omega.requires_grad_(trainable and index > 0)
-
-
-def apply_profile(model: nn.Module, profile: AdminProfile, trainable: bool) -> None:
-    """ω from a profile, as ``--init-type adaptive`` sets them (used by training and the evidence scripts)."""
-    apply_omegas(model, {side: profile.omegas(side) for side in SIDES}, trainable)
-
-
 def _stock(model: nn.Module, args: Any, task: Any) -> None:
     """ω = 1, frozen: numerically the stock fairseq ``transformer``."""
 
@@ -66,7 +42,7 @@ def _stock(model: nn.Module, args: Any, task: Any) -> None:
 def _adaptive(model: nn.Module, args: Any, task: Any) -> None:
     """ω from the checkpoint being resumed, else the profile file, else profiled now (one-step Admin)."""
     plan = profiling.omegas_from_rank0(model, args, task)
-    apply_omegas(model, {side: plan[side] for side in SIDES if side in plan}, not args.admin_omega_fixed)
+    profiling.apply_omegas(model, {side: plan[side] for side in SIDES if side in plan}, not args.admin_omega_fixed)
     # Saved with the config: a model rebuilt from a checkpoint takes ω from its state, not a profile.
     args.admin_omegas_from_checkpoint = True
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0

@@ -5,7 +5,7 @@ training batches — the same batches ``fairseq-train`` would train on, with the
 as fairseq seeds the first update — until ``--admin-profile-tokens`` target tokens have been read
 (at least one batch). No backward pass, no optimizer step: activations are not kept
 (``torch.no_grad``), the model runs in fp32 whatever ``--fp16``/``--bf16`` say, and no weight but
-ω is touched (ω is restored afterwards; :func:`apply_profile` sets it).
+ω is touched (ω is restored afterwards; :func:`apply_omegas` sets it).
 
 The statistics are taken by forward hooks on the shortcuts (:func:`recording`), so the model's
 own code is the same in profiling and training. In a distributed run only rank 0 profiles or reads
@@ -165,6 +165,35 @@ def profile_model(model: nn.Module, args: Any, task: Any) -> AdminProfile:
         data=DataFacts(seed=args.seed, max_tokens=args.max_tokens, **counted),
         branches=tuple(records),
     )
+
+
+def apply_omegas(model: nn.Module, omegas: dict[str, list[float]], trainable: bool) -> None:
+    """Set ω per side (one value per branch, in forward order); ω_2.. become trainable unless fixed.
+
+    ω_1 scales the embeddings, which no LayerNorm precedes; keeping it the constant 1 that profiling
+    gives it is what lets a trained model fold ω into a stock Transformer (fairseq-admin-export).
+    """
+    for side in SIDES:
+        shortcuts = admin_shortcuts(model, side)
+        values = omegas.get(side)
+        if values is not None and len(values) != len(shortcuts):
+            raise AdminError(f"the profile has {len(values)} {side} branches, the model has {len(shortcuts)}")
+        with torch.no_grad():
+            for index, shortcut in enumerate(shortcuts):
+                if values is not None:
+                    shortcut.omega.fill_(values[index])
+                shortcut.omega.requires_grad_(trainable and index > 0)
+
+
+def profile_and_apply(model: nn.Module, args: Any, task: Any) -> AdminProfile:
+    """Profile now and set ω as ``--init-type adaptive`` would, in-process and without a profile file.
+
+    For code that measures an Admin model built in-process (the evidence scripts); ω_2.. are trainable
+    unless ``--admin-omega-fixed``, as in training.
+    """
+    profile = profile_model(model, args, task)
+    apply_omegas(model, {side: profile.omegas(side) for side in SIDES}, not args.admin_omega_fixed)
+    return profile
 
 
 def format_table(profile: AdminProfile) -> str:

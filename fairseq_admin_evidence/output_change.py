@@ -6,8 +6,8 @@ brings it down to O(log N). Here, per method and depth:
 
 * the model is built in-process by fairseq itself (options parser with ``--user-dir fairseq_admin``,
   ``tasks.setup_task``, ``task.build_model``), seeded as ``fairseq-train`` seeds it; Admin's ω come from
-  ``fairseq_admin.profiling.profile_model`` on the first training batches, then ``apply_profile`` and
-  ω_2.. made trainable, exactly what ``--init-type adaptive`` does;
+  ``fairseq_admin.profiling.profile_and_apply``: profiled on the first training batches, then set with
+  ω_2.. trainable, exactly what ``--init-type adaptive`` does;
 * W* = W after ONE Adam step (betas 0.9/0.98, eps 1e-8, fixed lr, no warmup) on the first Multi30k
   training batch of the run's seed (``--batch-seed`` fixes one batch for all seeds),
   loss = fairseq's label_smoothed_cross_entropy (0.1); dropout is off for the update
@@ -39,14 +39,6 @@ from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, w
 from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
 
 
-def make_admin(model: Any, args: Any, task: Any) -> None:
-    """What --init-type adaptive does, with the profile measured in-process instead of read from a file."""
-    from fairseq_admin.init_types import apply_profile
-    from fairseq_admin.profiling import profile_model
-
-    apply_profile(model, profile_model(model, args, task), trainable=True)
-
-
 def features(model: Any, samples: list[dict]) -> list[Any]:
     """Decoder output features per batch (float64 tensors), padding positions zeroed."""
     import torch
@@ -74,7 +66,9 @@ def output_change(data: Path, method: str, layers: int, dim: int, ffn: int, head
     args, task, model = build_in_process(argv)
     start = time.perf_counter()
     if init_type == "adaptive":
-        make_admin(model, args, task)
+        from fairseq_admin.profiling import profile_and_apply
+
+        profile_and_apply(model, args, task)
     criterion = task.build_criterion(args)
     update = batches(task, model, args, "train", 1, max_tokens, seed=batch_seed or seed)[0]
     evals = batches(task, model, args, "valid", eval_batches, max_tokens, shuffle=False)

@@ -52,10 +52,9 @@ def build(data: Path, method: str, args: argparse.Namespace) -> tuple[Any, Any, 
             "--admin-profile-padding", "include", "--admin-profile-tokens", "1"]
     fairseq_args, task, model = build_in_process(argv)
     if init_type == "adaptive":
-        from fairseq_admin.init_types import apply_profile
-        from fairseq_admin.profiling import profile_model
+        from fairseq_admin.profiling import profile_and_apply
 
-        apply_profile(model, profile_model(model, fairseq_args, task), trainable=True)
+        profile_and_apply(model, fairseq_args, task)
     return fairseq_args, task, model
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,17 +53,36 @@ def fairseq(tool: str, *args: str | os.PathLike, check: bool = True, env: dict |
     return result
 
 
-def build_model(data_bin: Path, *flags: str):
-    """(args, task, model): the TINY_MODEL built in-process exactly as fairseq-train builds it, seeded."""
+def build(argv: Sequence[str | os.PathLike], *, from_config: bool = False,
+          overrides: dict[str, Any] | None = None) -> tuple[Any, Any, Any]:
+    """(args, task, model) from a fairseq-train command line, built in-process as fairseq-train builds it.
+
+    The tests' one model builder, so that every test builds what training would: torch seeded with ``--seed``
+    before the task and model are built. ``overrides`` sets parsed fields that have no flag. ``from_config``
+    builds from the omegaconf config fairseq-train's ``main()`` converts the args to, and returns that model
+    config as ``args``: the plugin then reads its options through omegaconf, as in a real run.
+    """
     import torch
     from fairseq import options, tasks
 
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"), *TINY_MODEL, *TINY_TRAINING, *flags])
-    torch.manual_seed(1)
-    task = tasks.setup_task(args)
+    args = options.parse_args_and_arch(options.get_training_parser(), [*map(str, argv)])
+    for name, value in (overrides or {}).items():
+        setattr(args, name, value)
+    seed, task_cfg = args.seed, args
+    if from_config:
+        from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+        cfg = convert_namespace_to_omegaconf(args)
+        args, task_cfg = cfg.model, cfg.task
+    torch.manual_seed(seed)
+    task = tasks.setup_task(task_cfg)
     return args, task, task.build_model(args)
+
+
+def build_model(data_bin: Path, *flags: str | os.PathLike, from_config: bool = False) -> tuple[Any, Any, Any]:
+    """(args, task, model): the TINY_MODEL with TINY_TRAINING and ``flags``, built by :func:`build`."""
+    return build([data_bin, "--user-dir", REPO / "fairseq_admin", *TINY_MODEL, *TINY_TRAINING, *flags],
+                 from_config=from_config)
 
 
 @pytest.fixture(scope="session")

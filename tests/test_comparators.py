@@ -1,6 +1,7 @@
 """The comparator initializations: the values the formulas give, and that each one trains on Multi30k.
 
-Expected values are computed here from the papers' formulas, independently of fairseq_admin.admin.
+Expected values are computed here from the papers' formulas, independently of the plugin's
+(fairseq_admin.admin.closed_form_omega, fairseq_admin.comparators.deepnorm_constants).
 """
 
 from __future__ import annotations
@@ -10,23 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq, train_log
+from conftest import TINY_MODEL, TINY_TRAINING, build_model, fairseq, train_log
 
 from fairseq_admin.export import export
 from fairseq_admin_tools.errors import AdminError
 
 N = M = 3  # TINY_MODEL's encoder and decoder layers
-
-
-def build_model(data_bin: Path, *flags: str):
-    """The real model fairseq-train would build from these flags (no training), in this process."""
-    from fairseq import options, tasks
-
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"), *TINY_MODEL, *flags])
-    task = tasks.setup_task(args)
-    return task.build_model(args)
 
 
 def shortcuts(model, side: str) -> list:
@@ -36,7 +26,7 @@ def shortcuts(model, side: str) -> list:
 @pytest.mark.parametrize(("change", "fixed"), [("log", False), ("constant", True)])
 def test_closed_form_values(data_bin: Path, change: str, fixed: bool) -> None:
     flags = ["--init-type", "admin-closed-form", "--admin-output-change", change]
-    model = build_model(data_bin, *flags, *(["--admin-omega-fixed"] if fixed else []))
+    _, _, model = build_model(data_bin, *flags, *(["--admin-omega-fixed"] if fixed else []))
     for side, n in (("encoder", 2 * N), ("decoder", 3 * M)):
         expected = math.sqrt((n + 1) / math.log(n + 1) - 1) if change == "log" else math.sqrt(n)
         for shortcut in shortcuts(model, side):  # every residual, ω_1 included, as admin-torch
@@ -45,8 +35,7 @@ def test_closed_form_values(data_bin: Path, change: str, fixed: bool) -> None:
 
 
 def test_deepnorm_values(data_bin: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(data_bin, "--init-type", "deepnorm")
+    _, _, model = build_model(data_bin, "--init-type", "deepnorm")
     constants = {
         "encoder": (0.81 * (N**4 * M) ** (1 / 16), 0.87 * (N**4 * M) ** (-1 / 16)),
         "decoder": ((3 * M) ** (1 / 4), (12 * M) ** (-1 / 4)),
@@ -69,7 +58,7 @@ def test_deepnorm_values(data_bin: Path) -> None:
 
 def test_rezero_structure(data_bin: Path) -> None:
     """One α per layer (ReZero's authors, the original's rezero_weight), shared by its sub-layers, 0 at init."""
-    model = build_model(data_bin, "--init-type", "rezero", "--decoder-layers", "2")  # 3L-2L
+    _, _, model = build_model(data_bin, "--init-type", "rezero", "--decoder-layers", "2")  # 3L-2L
     alphas = [name for name, p in model.named_parameters() if "rezero" in name]
     assert alphas == [f"encoder.layers.{i}.rezero_weight" for i in range(3)] + [
         f"decoder.layers.{i}.rezero_weight" for i in range(2)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, REPO, fairseq
+from conftest import BIN, REPO, build, fairseq
 
 from fairseq_admin.transformer_options import TRANSFORMER_OPTIONS, flag, markdown_table
 from fairseq_admin_tools.errors import AdminError
@@ -135,8 +135,6 @@ def embeddings(data_bin: Path, tmp_path_factory) -> Path:
 
 
 def _build(data_bin: Path, arch: str, option: str, extra: list[str], save_dir: Path, embeddings: Path):
-    from fairseq import options, tasks, utils
-
     trial = [a.replace("{embeddings}", str(embeddings)) for a in TRIALS[option]]
     if "--encoder-embed-dim" in trial or "--decoder-embed-dim" in trial:  # the embedding file is 32-wide
         trial = [a.replace(str(embeddings), "") for a in trial]
@@ -144,12 +142,7 @@ def _build(data_bin: Path, arch: str, option: str, extra: list[str], save_dir: P
     argv = [str(data_bin), "--arch", arch, "--save-dir", str(save_dir), *SMALL, *criterion, *extra, *trial]
     if arch == "transformer_admin":
         argv += ["--user-dir", str(REPO / "fairseq_admin"), "--admin-profile-tokens", "512"]
-    args = options.parse_args_and_arch(options.get_training_parser(), argv)
-    if option == "decoder_input_dim":
-        args.decoder_input_dim = 48
-    utils.set_torch_seed(1)
-    task = tasks.setup_task(args)
-    return args, task, task.build_model(args)
+    return build(argv, overrides={"decoder_input_dim": 48} if option == "decoder_input_dim" else None)
 
 
 def _first_batch(task, model) -> dict:

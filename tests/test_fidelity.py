@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq
+from conftest import TINY_TRAINING, build_model, fairseq
 
 # The original implementation's published profile of 100L-100L transformer_wmt_en_de (admin-torch's
 # example/profile.ratio.init, written by Transformer-Clinic's --init-type adaptive-profiling): ω of the
@@ -16,23 +16,13 @@ from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq
 PUBLISHED_LAST_OMEGA = {"encoder": 8.836019515991211, "decoder": 11.249613761901855}
 
 
-def build_model(data_bin: Path, *flags: str):
-    from fairseq import options, tasks
-
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"), *TINY_MODEL, *flags])
-    torch.manual_seed(1)
-    return tasks.setup_task(args).build_model(args)
-
-
 def _layers(model):
     return [*model.encoder.layers, *model.decoder.layers]
 
 
 def test_xavier_is_fairseq_08s_initialization(data_bin: Path) -> None:
-    stock = build_model(data_bin, "--init-type", "default")
-    xavier = build_model(data_bin, "--init-type", "default", "--ffn-init", "xavier")
+    _, _, stock = build_model(data_bin, "--init-type", "default")
+    _, _, xavier = build_model(data_bin, "--init-type", "default", "--ffn-init", "xavier")
     for layer in _layers(xavier):
         for linear in (layer.fc1, layer.fc2):
             fan_out, fan_in = linear.weight.shape
@@ -51,7 +41,7 @@ def test_xavier_is_fairseq_08s_initialization(data_bin: Path) -> None:
 
 @pytest.mark.parametrize("init_type", ["admin-closed-form", "deepnorm", "rezero"])
 def test_xavier_goes_with_every_init_type(data_bin: Path, init_type: str) -> None:
-    model = build_model(data_bin, "--init-type", init_type, "--ffn-init", "xavier")
+    _, _, model = build_model(data_bin, "--init-type", init_type, "--ffn-init", "xavier")
     assert all(torch.count_nonzero(layer.fc1.bias) == 0 for layer in _layers(model))
 
 

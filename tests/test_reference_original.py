@@ -17,14 +17,13 @@ import math
 import re
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_MODEL, TINY_TRAINING
+from conftest import build_model
 from torch import Tensor
 
 # --- The transcription of Transformer-Clinic (fairseq 0.8 fork) -------------------------------------------------
@@ -226,21 +225,7 @@ def original_weights(ours: dict[str, Tensor]) -> dict[str, Tensor]:
     return weights
 
 
-# --- Our model, built in-process as fairseq-train builds it ---------------------------------------------------------
-
-
-def build(data_bin: Path, save_dir: Path, *extra: str) -> tuple[Any, Any, torch.nn.Module]:
-    """(model config, task, model), built as fairseq-train's main() builds them, with our plugin as --user-dir."""
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [str(data_bin), "--user-dir", str(REPO / "fairseq_admin"),
-                                                *TINY_MODEL, *TINY_TRAINING, "--save-dir", str(save_dir), *extra])
-    cfg = convert_namespace_to_omegaconf(args)
-    torch.manual_seed(cfg.common.seed)
-    task = tasks.setup_task(cfg.task)
-    return cfg.model, task, task.build_model(cfg.model)
+# --- Our model, built in-process as fairseq-train's main() builds it (conftest.build_model(from_config=True)) --------
 
 
 def original_config(args: Any, task: Any) -> OriginalConfig:
@@ -269,8 +254,7 @@ def padded_batch(task: Any) -> dict:
 def model_from_profile(data_bin, profile_path, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("reference")
     shutil.copy(profile_path, save_dir / "admin_profile.json")
-    args, task, model = build(data_bin, save_dir, "--init-type", "adaptive")
-    return args, task, model
+    return build_model(data_bin, "--save-dir", save_dir, "--init-type", "adaptive", from_config=True)
 
 
 def test_layers_and_outputs_equal_the_original(model_from_profile):
@@ -324,8 +308,8 @@ def test_profiling_with_padding_gives_the_original_omegas(data_bin, tmp_path):
     """Training mode, dropout 0, one padded batch: ω of our profiling (padding included) = the original's."""
     from fairseq_admin.profiling import profile_samples
 
-    args, task, model = build(data_bin, tmp_path, "--init-type", "default", "--dropout", "0",
-                              "--attention-dropout", "0", "--activation-dropout", "0")
+    args, task, model = build_model(data_bin, "--save-dir", tmp_path, "--init-type", "default", "--dropout", "0",
+                                    "--attention-dropout", "0", "--activation-dropout", "0", from_config=True)
     sample = padded_batch(task)
     original = OriginalAdmin(original_weights(model.state_dict()), original_config(args, task), training=True,
                              profiling=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sacrebleu
 import torch
-from conftest import REPO, TINY_MODEL, TINY_TRAINING, fairseq, train_log
+from conftest import REPO, TINY_MODEL, TINY_TRAINING, build_model, fairseq, train_log
 
 TINY_BRANCHES = {"encoder": 2 * 3, "decoder": 3 * 3}
 
@@ -47,17 +47,9 @@ def test_same_seed_gives_the_same_profile_and_bf16_does_not_change_it(data_bin, 
 
 def test_profiling_does_not_touch_the_parameters(data_bin):
     """In-process: the same code path fairseq-train calls, with the weights compared before and after."""
-    from fairseq import options, tasks
-
-    import fairseq_admin  # noqa: F401  registers the model (in-process, instead of --user-dir)
     from fairseq_admin.profiling import profile_model
 
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [str(data_bin), *TINY_MODEL, *TINY_TRAINING,
-                                                "--admin-profile-tokens", "2048"])
-    torch.manual_seed(1)
-    task = tasks.setup_task(args)
-    model = task.build_model(args)
+    args, task, model = build_model(data_bin, "--admin-profile-tokens", "2048")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     profile = profile_model(model, args, task)
     assert profile.data.tokens >= 2048
