@@ -39,19 +39,18 @@ def layer_branches(side: str, has_cross_attention: bool = True) -> tuple[str, ..
     return BRANCHES[side]
 
 
-class _ScaledShortcut(torch.autograd.Function):
-    """``ω ⊙ shortcut + branch`` with the backward it needs and no more: one multiply, and while ω trains, one
-    multiply-and-reduce for ω's gradient.
+class _TrainableShortcut(torch.autograd.Function):
+    """``ω ⊙ shortcut + branch`` for a trainable ω, with the backward it needs and no more: ``grad`` for the branch,
+    ``grad * ω`` for the shortcut, ``grad * shortcut`` summed to ω's shape for ω.
 
-    autograd's own ``addcmul`` backward computes ω's gradient as ``grad * (shortcut * 1)``: a full copy of the
-    shortcut before the product. Here the gradients are, bit for bit, the ones autograd would give:
-    ``grad`` for the branch, ``grad * ω`` for the shortcut, ``(grad * shortcut)`` summed to ω's shape for ω.
-    The shortcut is saved only while ω trains.
+    These are, bit for bit, the gradients of autograd's own ``addcmul`` backward, which also computes
+    ``shortcut * 1`` first: one full copy of the shortcut per branch and update. (For a frozen ω autograd's
+    backward is already one multiply, and a Python ``Function`` would only add its call overhead.)
     """
 
     @staticmethod
     def forward(ctx: Any, shortcut: Tensor, branch: Tensor, omega: Tensor) -> Tensor:
-        ctx.save_for_backward(shortcut if omega.requires_grad else None, omega)
+        ctx.save_for_backward(shortcut, omega)
         return torch.addcmul(branch, shortcut, omega)
 
     @staticmethod
@@ -66,9 +65,9 @@ class AdminShortcut(nn.Module):
     """``ω ⊙ shortcut + branch``: the one place a residual connection is computed.
 
     ω is a per-channel parameter that starts at 1 (exactly the stock ``shortcut + branch``) and is frozen
-    (``requires_grad=False``) unless an init type makes it trainable. The forward is one fused ``addcmul``, the
-    backward :class:`_ScaledShortcut`'s. ``padding_mask`` is not part of the math: the profiling hooks
-    (:mod:`fairseq_admin.profiling`) read it from the call.
+    (``requires_grad=False``) unless an init type makes it trainable. The forward is one fused ``addcmul``; while
+    ω trains, the backward is :class:`_TrainableShortcut`'s. ``padding_mask`` is not part of the math: the
+    profiling hooks (:mod:`fairseq_admin.profiling`) read it from the call.
     """
 
     def __init__(self, dim: int) -> None:
@@ -76,9 +75,9 @@ class AdminShortcut(nn.Module):
         self.omega = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        if not torch.is_grad_enabled():  # inference, profiling: the plain op, no autograd.Function call
-            return torch.addcmul(branch, shortcut, self.omega)
-        return _ScaledShortcut.apply(shortcut, branch, self.omega)
+        if self.omega.requires_grad and torch.is_grad_enabled():
+            return _TrainableShortcut.apply(shortcut, branch, self.omega)
+        return torch.addcmul(branch, shortcut, self.omega)
 
 
 class _ShortcutRouting(nn.Module):

@@ -34,7 +34,7 @@ from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.fairseq_logs import parse_fairseq_log
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import model_flags
-from fairseq_admin_evidence.outputs import RESULTS, markdown_table, spread, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, spread, write_csv, write_json
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
@@ -42,6 +42,13 @@ COMMON = ["--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "1e-3", 
           "--warmup-updates", "50", "--warmup-init-lr", "1e-7", "--criterion", "label_smoothed_cross_entropy",
           "--label-smoothing", "0.1", "--seed", "1", "--cpu", "--num-workers", "0", "--no-progress-bar",
           "--log-format", "json", "--disable-validation", "--no-save"]
+
+
+def on_device(flags: list[str], device: str) -> list[str]:
+    """fairseq flags for a device: as they are on CPU; on a GPU without ``--cpu``, with ``--fp16`` (Admin's regime)."""
+    return list(flags) if device == "cpu" else [*(f for f in flags if f != "--cpu"), "--fp16"]
+
+
 TOY_ARCH_FLAGS = ["--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
                   "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
 MIB = 1024.0
@@ -69,9 +76,14 @@ def interleaved(variants: dict[str, list[str]], train: list[str], out: Path, rep
 
 
 def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], max_tokens: int, updates: int,
-               log_interval: int, reps: int) -> list[dict[str, Any]]:
-    """Interleaved stock/admin runs; one row per run with its mean post-warm-up wps."""
-    train = [str(data), *COMMON, "--max-tokens", str(max_tokens), "--max-update", str(updates),
+               log_interval: int, reps: int, device: str = "cpu", old_user_dir: Path | None = None
+               ) -> list[dict[str, Any]]:
+    """Interleaved stock/admin runs; one row per run with its mean post-warm-up wps.
+
+    ``old_user_dir``: another version of the plugin (a checkout of an earlier commit), run as a third model
+    ``old``, profiled by its own code, for a before-and-after of a change in the same run.
+    """
+    train = [str(data), *on_device(COMMON, device), "--max-tokens", str(max_tokens), "--max-update", str(updates),
              "--log-interval", str(log_interval)]
     profile = out / "throughput" / "admin_profile.json"
     if profile.exists():
@@ -79,6 +91,13 @@ def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], ma
     fairseq_train([*train, *size, "--init-type", "adaptive-profiling", "--admin-profile", str(profile),
                    "--save-dir", str(out / "throughput")], out / "throughput" / "profile.log", progress=False)
     runs = {"stock": stock_size, "admin": [*size, "--init-type", "adaptive", "--admin-profile", str(profile)]}
+    if old_user_dir is not None:
+        old = ["--user-dir", str(old_user_dir)]
+        old_profile = out / "throughput" / "old" / "admin_profile.json"
+        old_profile.unlink(missing_ok=True)
+        fairseq_train([*train, *size, *old, "--init-type", "adaptive-profiling", "--admin-profile", str(old_profile),
+                       "--save-dir", str(old_profile.parent)], old_profile.parent / "profile.log", progress=False)
+        runs["old"] = [*size, *old, "--init-type", "adaptive", "--admin-profile", str(old_profile)]
     return interleaved(runs, train, out / "throughput", reps)
 
 
@@ -96,11 +115,46 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def in_process_memory(data: Path, layers: int, max_tokens: int, arch_flags: list[str]) -> dict[str, Any]:
+class MemoryProbe:
+    """Current and peak memory in KiB, and a peak reset: the process's RSS (Linux VmRSS/VmHWM) on CPU, the CUDA
+    caching allocator's allocated bytes on a GPU."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak()
+
+    def current(self) -> int:
+        if self.device == "cuda":
+            import torch
+
+            return torch.cuda.memory_allocated() // 1024
+        return _proc_kib("VmRSS")
+
+    def peak(self) -> int:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() // 1024
+        return _proc_kib("VmHWM")
+
+
+def in_process_memory(data: Path, layers: int, max_tokens: int, arch_flags: list[str],
+                      device: str = "cpu") -> dict[str, Any]:
     """Extra peak memory over the built model: Admin's forward-only profiling vs one forward+backward."""
     argv = [str(data), "--arch", "transformer_admin_wmt_en_de", "--encoder-layers", str(layers),
             "--decoder-layers", str(layers), "--share-all-embeddings", "--init-type", "default",
-            "--max-tokens", str(max_tokens), "--admin-profile-tokens", str(max_tokens), "--cpu",
+            "--max-tokens", str(max_tokens), "--admin-profile-tokens", str(max_tokens),
+            *(["--cpu"] if device == "cpu" else []),
             "--num-workers", "0", "--seed", "1", "--criterion", "label_smoothed_cross_entropy",
             "--label-smoothing", "0.1", *arch_flags]
     args, task, model = build_in_process(argv)
@@ -109,33 +163,38 @@ def in_process_memory(data: Path, layers: int, max_tokens: int, arch_flags: list
     criterion = task.build_criterion(args)
     sample = batches(task, model, args, "train", 1, max_tokens, seed=1)[0]
     params = sum(p.numel() * p.element_size() for p in model.parameters()) // 1024
-    gc.collect()
-    base = _proc_kib("VmRSS")
-    _reset_peak()
+    if device == "cuda":
+        from fairseq import utils
+
+        model.cuda()
+        sample = utils.move_to_cuda(sample)
+    probe = MemoryProbe(device)
+    probe.reset()
+    base = probe.current()
     start = time.perf_counter()
     profile = profile_model(model, args, task)
     profiling_s = time.perf_counter() - start
-    profiling_extra = _proc_kib("VmHWM") - base
-    gc.collect()
-    base = _proc_kib("VmRSS")
-    _reset_peak()
+    profiling_extra = probe.peak() - base
+    probe.reset()
+    base = probe.current()
     start = time.perf_counter()
     model.train()
     loss, _, _ = criterion(model, sample)
     loss.backward()
+    probe.peak()  # waits for the GPU
     train_s = time.perf_counter() - start
-    train_extra = _proc_kib("VmHWM") - base
-    return {"layers": layers, "params_kib": params, "profile_tokens": profile.data.tokens,
+    train_extra = probe.peak() - base
+    return {"layers": layers, "device": device, "params_kib": params, "profile_tokens": profile.data.tokens,
             "batch_tokens": int(sample["ntokens"]), "profiling_s": profiling_s, "profiling_extra_kib": profiling_extra,
             "fwd_bwd_s": train_s, "fwd_bwd_extra_kib": train_extra}
 
 
 def profiling_subprocesses(data: Path, out: Path, layers: int, max_tokens: int, train_up_to: int,
-                           arch_flags: list[str]) -> dict[str, Any]:
+                           arch_flags: list[str], device: str = "cpu") -> dict[str, Any]:
     """The real profiling subprocess at one depth (and, up to ``train_up_to``, a one-update training one)."""
     size = ["--arch", "transformer_admin_wmt_en_de", "--encoder-layers", str(layers), "--decoder-layers",
             str(layers), "--share-all-embeddings", *arch_flags]
-    base = [str(data), *size, *COMMON, "--max-tokens", str(max_tokens), "--admin-profile-tokens",
+    base = [str(data), *size, *on_device(COMMON, device), "--max-tokens", str(max_tokens), "--admin-profile-tokens",
             str(max_tokens), "--max-update", "1", "--log-interval", "1"]
     run_dir = out / "profiling" / f"{layers}L"
     profile = run_dir / "admin_profile.json"
@@ -163,11 +222,11 @@ def profiling_subprocesses(data: Path, out: Path, layers: int, max_tokens: int, 
 
 
 def profiling_cost(data: Path, out: Path, layers_list: list[int], max_tokens: int, train_up_to: int,
-                   arch_flags: list[str]) -> list[dict[str, Any]]:
+                   arch_flags: list[str], device: str = "cpu") -> list[dict[str, Any]]:
     rows = []
     for layers in layers_list:
-        row = profiling_subprocesses(data, out, layers, max_tokens, train_up_to, arch_flags)
-        mem = in_process_memory(data, layers, max_tokens, arch_flags)
+        row = profiling_subprocesses(data, out, layers, max_tokens, train_up_to, arch_flags, device)
+        mem = in_process_memory(data, layers, max_tokens, arch_flags, device)
         row.update({f"inproc_{k}": v for k, v in mem.items() if k != "layers"})
         print(f"  {layers}L-{layers}L in-process: params {mem['params_kib'] / 1024:.0f} MiB; profiling +"
               f"{mem['profiling_extra_kib'] / 1024:.0f} MiB ({mem['profiling_s']:.1f}s), forward+backward +"
@@ -182,6 +241,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_cost")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the same runs on a GPU, in fp16 (--fp16), memory from the CUDA allocator")
     parser.add_argument("--reps", type=int, default=5, help="throughput repetitions (each: one stock, one admin)")
     parser.add_argument("--updates", type=int, default=40)
     parser.add_argument("--log-interval", type=int, default=5,
@@ -193,6 +254,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-max-tokens", type=int, default=512)
     parser.add_argument("--train-up-to", type=int, default=18,
                         help="also run a one-update training subprocess up to this depth (100L Adam needs ~12 GB)")
+    parser.add_argument("--old-user-dir", type=Path, default=None,
+                        help="throughput: also this version of the plugin (e.g. an earlier commit's fairseq_admin/)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-profiling", action="store_true")
     parser.add_argument("--toy", action="store_true", help="tiny sizes, one repetition (CI)")
@@ -206,19 +269,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def admin_over_stock(rows: list[dict[str, Any]], key: str) -> list[float]:
-    """Per repetition: admin's ``key`` over stock's."""
-    return [a[key] / s[key] for a, s in zip([r for r in rows if r["model"] == "admin"],
+def admin_over_stock(rows: list[dict[str, Any]], key: str, model: str = "admin") -> list[float]:
+    """Per repetition: ``model``'s ``key`` over stock's."""
+    return [a[key] / s[key] for a, s in zip([r for r in rows if r["model"] == model],
                                             [r for r in rows if r["model"] == "stock"], strict=True)]
 
 
 def plot_throughput(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, color in (("stock", "tab:red"), ("admin", "tab:green")):
+    labels = {"stock": "stock (transformer_iwslt_de_en)", "admin": "admin (transformer_admin adaptive)",
+              "old": "admin, the --old-user-dir version"}
+    for name, color in (("stock", "tab:red"), ("admin", "tab:green"), ("old", "tab:gray")):
         mine = [r for r in rows if r["model"] == name]
-        ax.plot([r["rep"] for r in mine], [r["wps"] for r in mine], "o-", color=color,
-                label=f"{name} ({'transformer_iwslt_de_en' if name == 'stock' else 'transformer_admin adaptive'})")
+        if mine:
+            ax.plot([r["rep"] for r in mine], [r["wps"] for r in mine], "o-", color=color, label=labels[name])
     ax.set_xlabel("repetition (runs interleaved)")
     ax.set_ylabel("training tokens/s (fairseq wps)")
     ax.set_title(title)
@@ -231,7 +296,8 @@ def report_throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     ffn, heads = 4 * args.tp_dim, max(1, args.tp_dim // 32)
     size = model_flags(args.tp_layers, args.tp_dim, ffn, heads)
     stock = ["--arch", "transformer_iwslt_de_en", *size[2:]]
-    rows = throughput(data, args.out, size, stock, args.tp_max_tokens, args.updates, args.log_interval, args.reps)
+    rows = throughput(data, args.out, size, stock, args.tp_max_tokens, args.updates, args.log_interval, args.reps,
+                      args.device, args.old_user_dir)
     write_csv(args.out / "throughput.csv", rows)
     ratios, cpu, wall = (admin_over_stock(rows, key) for key in ("wps", "cpu_s", "seconds"))
     summary = {"size": f"{args.tp_layers}L-{args.tp_layers}L d{args.tp_dim} ffn{ffn}",
@@ -240,6 +306,11 @@ def report_throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
                "cpu_seconds_ratio_admin_over_stock": spread(cpu), "wall_seconds_ratio_admin_over_stock": spread(wall),
                "commands": {name: (args.out / "throughput" / f"{name}_0.log").read_text().splitlines()[0]
                             .removeprefix("# ") for name in ("stock", "admin")}}
+    if args.old_user_dir is not None:
+        summary.update({f"{key}_old_over_stock": spread(admin_over_stock(rows, field, "old"))
+                        for key, field in (("ratio", "wps"), ("cpu_seconds_ratio", "cpu_s"),
+                                           ("wall_seconds_ratio", "seconds"))})
+        summary["old_user_dir"] = str(args.old_user_dir)
     plot_throughput(rows, f"{summary['size']}, max-tokens {args.tp_max_tokens}; ratio median "
                           f"{statistics.median(ratios):.3f}", args.out / "throughput.png")
     print(markdown_table(["size", "stock wps (median)", "admin wps (median)", "wps ratio min", "wps ratio median",
@@ -269,7 +340,8 @@ def plot_profiling_memory(rows: list[dict[str, Any]], max_tokens: int, path: Pat
 def report_profiling(args: argparse.Namespace, data: Path) -> list[dict[str, Any]]:
     """Part 2: profiling cost per depth, profiling.csv, the table and profiling_memory.png."""
     layers = [int(x) for x in args.profile_layers.split(",")]
-    rows = profiling_cost(data, args.out, layers, args.profile_max_tokens, args.train_up_to, args.arch_flags)
+    rows = profiling_cost(data, args.out, layers, args.profile_max_tokens, args.train_up_to, args.arch_flags,
+                          args.device)
     write_csv(args.out / "profiling.csv", rows)
     print(markdown_table(
         ["size", "profiling s", "profiling peak RSS MiB", "1-update train peak RSS MiB", "params MiB",
@@ -288,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
     data = args.data or ensure_data()
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"device": args.device, "hardware": hardware(args.device)}
     if not args.skip_throughput:
         summary["throughput"] = report_throughput(args, data)
     if not args.skip_profiling:

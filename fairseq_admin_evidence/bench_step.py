@@ -2,15 +2,16 @@
 
 One process, the same batches, one fairseq ``Trainer`` per model (stock ``transformer_iwslt_de_en`` at the given
 dims; ``transformer_admin`` with trainable ω, ``--init-type adaptive``; and with frozen ω,
-``--admin-omega-fixed``), all seeded alike. Blocks of ``--block`` updates run in turn (stock, admin, frozen, then
-the reverse order, ...) after a warm-up block each, so machine drift hits every model alike; the per-update time of
-each block pairs with the neighbouring stock block. Per (dim, threads): median and min–max of admin/stock and
-frozen/stock. ``--profile`` adds a ``torch.profiler`` table per model (the same steps) and the per-operator
-difference admin − stock, the operators that make up the extra time. Writes ``steps.csv``, ``summary.json``,
-``ratios.png`` and ``profile_*.txt``.
+``--admin-omega-fixed``), all seeded alike. After ``--warmup`` untimed passes over the ``--block`` batches, the
+models take turns update by update: stock, admin, frozen on one batch, the reverse order on the next, for
+``--pairs`` repetitions. Each turn gives admin/stock and frozen/stock; per (dim, threads) the median and min–max
+over all turns, of wall time and of process CPU time. ``--profile-rounds N`` adds ``torch.profiler`` tables (N
+profiled passes per model, in turn): per operator the calls and the median self time per update, and the
+difference admin − stock, i.e. the operators that make up the extra time. ``--device cuda`` runs on a GPU, in
+fp16. Writes ``steps.csv``, ``summary.json``, ``ratios.png`` and ``profile_*``.
 
     python -m fairseq_admin_evidence.bench_step                          # d128 and d512, 1 and 2 threads
-    python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile
+    python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile-rounds 3
     python -m fairseq_admin_evidence.bench_step --toy                    # CI size
 """
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fairseq_admin_evidence.bench_cost import COMMON
+from fairseq_admin_evidence.bench_cost import COMMON, on_device
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.methods import model_flags
 from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, spread, write_csv, write_json
@@ -43,9 +44,8 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     from fairseq_admin_evidence.in_process import batches, build_in_process
 
     size = model_flags(layers, dim, 4 * dim, max(1, dim // 32))
-    on_device = [a for a in COMMON if a not in ("--no-save", "--cpu")] if device == "cuda" else \
-        [a for a in COMMON if a != "--no-save"]
-    common = [str(data), *on_device, *size, "--max-tokens", str(max_tokens), "--save-dir", str(out)]
+    common = [str(data), *on_device([a for a in COMMON if a != "--no-save"], device), *size,
+              "--max-tokens", str(max_tokens), "--save-dir", str(out)]
     profile = out / "admin_profile.json"
     if not profile.exists():
         fairseq_train([*common, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
@@ -62,20 +62,26 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     return built, samples
 
 
-def _block(trainer: Any, samples: list) -> tuple[float, float]:
-    """Wall and process CPU seconds per update over the samples (GPU work waited for)."""
+def _synchronize() -> None:
     import torch
 
-    def synchronize() -> None:
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
-    synchronize()
+
+def _step(trainer: Any, sample: dict) -> tuple[float, float]:
+    """Wall and process CPU seconds of one update (GPU work waited for)."""
+    _synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
+    trainer.train_step([sample])
+    _synchronize()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _block(trainer: Any, samples: list) -> None:
     for sample in samples:
         trainer.train_step([sample])
-    synchronize()
-    return (time.perf_counter() - wall) / len(samples), (time.process_time() - cpu) / len(samples)
+    _synchronize()
 
 
 def _in_turn(rep: int) -> tuple[str, ...]:
@@ -128,6 +134,11 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
 
 def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,
             warmup: int, profile_rounds: int, device: str) -> list[dict[str, Any]]:
+    """One row per timed update. Models take turns update by update (stock, admin, frozen on a batch, then the
+    reverse order on the next), so that the three updates compared are seconds apart: the machine's drift and
+    bursts of other load hit them alike. Python's garbage collector waits until a repetition is done."""
+    import gc
+
     import torch
 
     torch.set_num_threads(threads)
@@ -137,23 +148,31 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
             _block(trainer, samples)
     rows = []
     for rep in range(pairs):
-        for name in _in_turn(rep):
-            seconds, cpu_seconds = _block(built[name][0], samples)
-            rows.append({"dim": dim, "threads": threads, "rep": rep, "model": name, "seconds": seconds,
-                         "cpu_seconds": cpu_seconds})
-            print(f"  d{dim} {threads}t rep {rep} {name:>6}: {1000 * seconds:.1f} ms/update "
-                  f"(CPU {1000 * cpu_seconds:.1f} ms)", flush=True)
+        gc.collect()
+        gc.disable()
+        try:
+            for index, sample in enumerate(samples):
+                for name in _in_turn(rep * len(samples) + index):
+                    seconds, cpu_seconds = _step(built[name][0], sample)
+                    rows.append({"dim": dim, "threads": threads, "rep": rep, "batch": index, "model": name,
+                                 "seconds": seconds, "cpu_seconds": cpu_seconds})
+        finally:
+            gc.enable()
+        mine = [r for r in rows if r["rep"] == rep]
+        ms = {m: 1000 * sum(r["seconds"] for r in mine if r["model"] == m) / len(samples) for m in MODELS}
+        print(f"  d{dim} {threads}t rep {rep}: " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items()) + " ms/update",
+              flush=True)
     if profile_rounds:
         print(_profile(built, samples, out, f"d{dim}_{threads}t", profile_rounds), flush=True)
     return rows
 
 
 def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list[float]:
-    """model/stock per repetition (each repetition times every model once)."""
-    by_rep: dict[int, dict[str, float]] = {}
+    """model/stock per (repetition, batch): the updates of the three models on one batch, taken in turn."""
+    by_turn: dict[tuple[int, int], dict[str, float]] = {}
     for row in rows:
-        by_rep.setdefault(row["rep"], {})[row["model"]] = row[key]
-    return [times[model] / times["stock"] for _, times in sorted(by_rep.items())]
+        by_turn.setdefault((row["rep"], row["batch"]), {})[row["model"]] = row[key]
+    return [times[model] / times["stock"] for _, times in sorted(by_turn.items())]
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
@@ -175,7 +194,8 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.bench_step",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="fairseq data-bin (default: prepare Multi30k)")
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_step")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -212,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += measured
             summary.append({
                 "dim": dim, "threads": threads, "pairs": args.pairs, "block": args.block,
+                "turns": len(ratios(measured, "admin")),
                 **{f"{m}_over_stock": spread(ratios(measured, m)) for m in ("admin", "frozen")},
                 **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in ("admin", "frozen")},
                 "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),

@@ -53,10 +53,11 @@ def _echo_progress(line: str) -> None:
 
 
 def run_logged(command: Sequence[str | os.PathLike], log_path: Path, progress: bool = True, threads: int = 1,
-               nice: int = 10) -> Finished:
+               nice: int = 10, env: dict[str, str] | None = None) -> Finished:
     """Run a command at nice level ``nice``, its output into ``log_path`` (first line: ``# command``).
 
-    With ``progress``, echoes fairseq's train_inner and valid records as they come.
+    With ``progress``, echoes fairseq's train_inner and valid records as they come. ``env`` adds to the
+    environment.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     increment = nice - os.nice(0)  # nice -n is relative: aim at the absolute level, not parent + 10
@@ -66,7 +67,7 @@ def run_logged(command: Sequence[str | os.PathLike], log_path: Path, progress: b
         log.write("# " + " ".join(full) + "\n")
         log.flush()
         proc = subprocess.Popen(full, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=fairseq_env(threads))
+                                env={**fairseq_env(threads), **(env or {})})
         assert proc.stdout is not None
         with proc.stdout:
             for line in proc.stdout:
@@ -80,8 +81,10 @@ def run_logged(command: Sequence[str | os.PathLike], log_path: Path, progress: b
 
 
 def fairseq_train(args: Sequence[str | os.PathLike], log_path: Path, progress: bool = True) -> Finished:
-    """One real ``fairseq-train`` subprocess with our plugin; raises with the log tail on failure."""
-    finished = run_logged([BIN / "fairseq-train", *args, "--user-dir", USER_DIR], log_path, progress=progress)
+    """One real ``fairseq-train`` subprocess with our plugin (or the ``--user-dir`` in ``args``, another version of
+    it); raises with the log tail on failure."""
+    user_dir = [] if "--user-dir" in map(str, args) else ["--user-dir", USER_DIR]
+    finished = run_logged([BIN / "fairseq-train", *args, *user_dir], log_path, progress=progress)
     if finished.code != 0:
         tail = log_path.read_text()[-3000:]
         raise RuntimeError(f"fairseq-train failed ({finished.code}), log {log_path}:\n{tail}")

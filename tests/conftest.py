@@ -103,8 +103,10 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def data_bin(data_dir: Path) -> Path:
-    return data_dir / "bin"
+def data_bin(request: pytest.FixtureRequest) -> Path:
+    """The fixture's data-bin; ``FAIRSEQ_ADMIN_TEST_DATA_BIN`` names another (a GPU machine's, without Multi30k)."""
+    given = os.environ.get("FAIRSEQ_ADMIN_TEST_DATA_BIN")
+    return Path(given) if given else request.getfixturevalue("data_dir") / "bin"
 
 
 def train_log(stdout: str, key: str = "loss") -> list[float]:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "convergence", "convergence_summary", "gpu_check",
-            "layer_dependency", "monitor_diagnosis", "output_change", "output_change_paper", "profile_differences",
-            "stability")
+EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "bench_step", "convergence", "convergence_summary",
+            "gpu_check", "layer_dependency", "monitor_diagnosis", "output_change", "output_change_paper",
+            "profile_differences", "stability")
 HELPERS = ("common", "data", "fairseq_logs", "in_process", "methods", "outputs", "regimes", "runs")
 
 
@@ -174,15 +174,50 @@ def test_convergence_summary_takes_each_cell_from_the_device_that_finished_it(tm
     assert "The same runs on two devices" in (tmp_path / "out" / "table.md").read_text()
 
 
-def test_bench_cost(data_bin: Path, tmp_path: Path) -> None:
-    run_evidence("bench_cost", "--data", data_bin, "--out", tmp_path)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["throughput"]["ratio_admin_over_stock"]["median"] > 0
-    (row,) = summary["profiling"]
+def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
+    """scripts/gpu_check.sh --cpu: the GPU tests on CPU, then bench_cost and bench_step at toy sizes; one JSON."""
+    result = subprocess.run(["bash", "scripts/gpu_check.sh", data_bin, "--cpu", "--out-dir", tmp_path], cwd=REPO,
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["ok"] and report["mode"] == "cpu" and list(report["parts"]) == ["tests", "bench_cost", "bench_step"]
+    tests = report["parts"]["tests"]
+    assert (tests["tests"], tests["failures"], tests["errors"], tests["skipped"]) == (3, 0, 0, 0)
+
+    cost = report["parts"]["bench_cost"]["summary"]
+    assert cost["throughput"]["ratio_admin_over_stock"]["median"] > 0
+    (row,) = cost["profiling"]
     assert row["profiling_peak_rss_kib"] > 0 and row["train1_peak_rss_kib"] > 0
     assert row["inproc_fwd_bwd_extra_kib"] >= 0
     for png in ("throughput.png", "profiling_memory.png"):
-        assert (tmp_path / png).stat().st_size > 0
+        assert (tmp_path / "bench_cost" / png).stat().st_size > 0
+
+    step = report["parts"]["bench_step"]["summary"]
+    (setting,) = step["settings"]
+    assert setting["pairs"] == 2 and all(0.5 < r < 2 for r in setting["admin_over_stock"]["all"])
+    rows = read_csv(tmp_path / "bench_step" / "steps.csv")
+    assert [r["model"] for r in rows[:6]] == ["stock", "admin", "frozen", "frozen", "admin", "stock"]
+    assert len(rows) == 3 * setting["turns"] == 3 * 2 * 2  # 2 repetitions over 2 batches
+    difference = (tmp_path / "bench_step" / "profile_d32_1t_difference.md").read_text()
+    assert "_TrainableShortcutBackward" in difference  # Admin's own backward, absent from stock's
+    assert (tmp_path / "bench_step" / "ratios.png").stat().st_size > 0
+    assert (tmp_path / "logs" / "tests.log").exists()
+
+
+def test_bench_cost_before_and_after(data_bin: Path, tmp_path: Path) -> None:
+    """--old-user-dir (what scripts/bench_before_after.sh passes): a third model, another copy of the plugin."""
+    old = tmp_path / "old"
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", old, "HEAD"], cwd=REPO, check=True)
+    try:
+        run_evidence("bench_cost", "--data", data_bin, "--out", tmp_path / "out", "--skip-profiling",
+                     "--old-user-dir", old / "fairseq_admin")
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", old], cwd=REPO, check=True)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["throughput"]
+    assert summary["ratio_old_over_stock"]["median"] > 0 and summary["ratio_admin_over_stock"]["median"] > 0
+    logs = {name: (tmp_path / "out" / "throughput" / f"{name}_0.log").read_text() for name in ("admin", "old")}
+    assert str(old / "fairseq_admin") in logs["old"].splitlines()[0]
+    assert str(old / "fairseq_admin") not in logs["admin"].splitlines()[0]
 
 
 def test_bench_monitor(data_bin: Path, tmp_path: Path) -> None:
