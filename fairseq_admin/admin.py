@@ -93,7 +93,7 @@ class RunningVariance:
         return self.m2 / self.count if self.count else float("nan")
 
 
-def _non_padding(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+def non_padding(x: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
     """Rows of a (time, batch, channel) tensor at non-padding positions; the mask is (batch, time).
 
     Without a mask every position counts (``--admin-profile-padding include``, as the original).
@@ -128,8 +128,8 @@ class SideProfiler:
         branch: torch.Tensor,
         padding_mask: torch.Tensor | None,
     ) -> None:
-        self.inputs[index].add(_non_padding(shortcut, padding_mask))
-        self.branches[index].add(_non_padding(branch, padding_mask))
+        self.inputs[index].add(non_padding(shortcut, padding_mask))
+        self.branches[index].add(non_padding(branch, padding_mask))
 
     def omegas(self) -> list[float]:
         return omega_sequence(self.input_variances(), self.branch_variances())

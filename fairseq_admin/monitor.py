@@ -231,7 +231,7 @@ class BranchMonitor:
         loss_scale = _loss_scale(trainer)
         self._nonfinite = False
         try:
-            with self._measuring(update % self.interval == 0) as statistics:
+            with self.measuring(update % self.interval == 0) as statistics:
                 output = train_step(trainer, samples, raise_oom)
         except Exception as err:
             # fairseq stops the run on a non-finite gradient: FloatingPointError, or whatever its NanDetector
@@ -264,7 +264,8 @@ class BranchMonitor:
     # -- measurement
 
     @contextlib.contextmanager
-    def _measuring(self, measure: bool) -> Iterator[list[_BranchStatistics] | None]:
+    def measuring(self, measure: bool) -> Iterator[list[_BranchStatistics] | None]:
+        """While ``measure``, hooks on every shortcut collect each branch's statistics of the forward passes run."""
         if not measure:
             yield None
             return

@@ -49,7 +49,7 @@ def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
     """Var[ω x], Var[f] and β for every branch, pooled over the non-padding tokens of ``samples``."""
     import torch
 
-    from fairseq_admin.admin import RunningVariance, _non_padding
+    from fairseq_admin.admin import RunningVariance, non_padding
     from fairseq_admin.layers import admin_shortcuts, branch_names
 
     stats: dict[tuple[str, int], tuple[RunningVariance, RunningVariance]] = {}
@@ -60,8 +60,8 @@ def branch_shares(model: Any, samples: list[dict]) -> list[dict[str, Any]]:
 
             def hook(module, inputs, output, key=(side, index)):
                 shortcut_in, branch, padding_mask = inputs
-                stats[key][0].add(_non_padding(shortcut_in * module.omega, padding_mask))
-                stats[key][1].add(_non_padding(branch, padding_mask))
+                stats[key][0].add(non_padding(shortcut_in * module.omega, padding_mask))
+                stats[key][1].add(non_padding(branch, padding_mask))
 
             handles.append(shortcut.register_forward_hook(hook))
     model.eval()

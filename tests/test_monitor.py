@@ -83,7 +83,7 @@ def test_ratio_is_the_branch_norm_over_the_shortcut_norm(data_bin, profile_path)
 
     handle = shortcut.register_forward_hook(reference)
     model.eval()
-    with torch.no_grad(), monitor._measuring(True) as statistics:
+    with torch.no_grad(), monitor.measuring(True) as statistics:
         model(**batch["net_input"])
     handle.remove()
     assert not any(s._forward_hooks for side in ("encoder", "decoder") for s in admin_shortcuts(model, side))

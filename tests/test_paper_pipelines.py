@@ -167,7 +167,7 @@ def test_wmt14_en_de_recipe(recipes: dict[str, Path]) -> None:
     assert len(train_en) == 3 * (120 + 5) - 3 * 3  # 120 pairs + 5 specials per corpus; 3 dropped in each
     # valid = newstest2013 from dev.tgz (normalized, tokenized), test = newstest2014's <seg>s.
     assert len(read(moses / "valid.de")) == 40 and len(read(moses / "test.de")) == 20
-    assert read(moses / "test.raw.de") == upstream_archives._lines(MULTI30K / "test_2016_flickr.de.gz", 20)
+    assert read(moses / "test.raw.de") == upstream_archives.archive_lines(MULTI30K / "test_2016_flickr.de.gz", 20)
     check_detokenized_references(moses, "de", lowercase=False)
     record = json.loads((tmp_path / "results" / "wmt14_en_de-admin-2L-2L-s1111.json").read_text())
     check_scores(record, 20, lowercase=False)

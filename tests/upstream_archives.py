@@ -27,7 +27,7 @@ MARKERS = {
 }
 
 
-def _lines(path: Path, count: int, start: int = 0) -> list[str]:
+def archive_lines(path: Path, count: int, start: int = 0) -> list[str]:
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [line.rstrip("\n") for line in f][start:start + count]
 
@@ -79,7 +79,8 @@ def _sgm(lines: list[str], lang: str, is_ref: bool) -> bytes:
 
 def iwslt14(multi30k: Path, downloads: Path, train_pairs: int = 400, test_per_set: int = 6) -> Path:
     """``downloads/iwslt14/de-en.tgz`` as wit3 / fairseq's mirror has it."""
-    de, en = _with_markers(_lines(multi30k / "train.de.gz", train_pairs), _lines(multi30k / "train.en.gz", train_pairs))
+    de, en = _with_markers(archive_lines(multi30k / "train.de.gz", train_pairs),
+                           archive_lines(multi30k / "train.en.gz", train_pairs))
     talk = 25
     tags = {"de": [], "en": []}
     for number, start in enumerate(range(0, len(de), talk)):
@@ -92,7 +93,7 @@ def iwslt14(multi30k: Path, downloads: Path, train_pairs: int = 400, test_per_se
             tags[lang] += side[start:start + talk]
     archive = downloads / "iwslt14" / "de-en.tgz"
     archive.parent.mkdir(parents=True, exist_ok=True)
-    val_de, val_en = (_lines(multi30k / f"val.{lang}.gz", 5 * test_per_set) for lang in ("de", "en"))
+    val_de, val_en = (archive_lines(multi30k / f"val.{lang}.gz", 5 * test_per_set) for lang in ("de", "en"))
     val_en[0] = val_en[0].replace("'", "\u2019") + " It\u2019s"  # the original turns ’ into ' in test sets
     with tarfile.open(archive, "w:gz") as tar:
         for lang in ("de", "en"):
@@ -116,8 +117,8 @@ def wmt14(multi30k: Path, downloads: Path, task: str, pairs_per_corpus: int = 12
 
     def corpus(count: int) -> tuple[list[str], list[str]]:
         nonlocal offset
-        en = _lines(multi30k / "train.en.gz", count, offset)
-        other = _lines(multi30k / f"train.{tgt}.gz", count, offset)
+        en = archive_lines(multi30k / "train.en.gz", count, offset)
+        other = archive_lines(multi30k / f"train.{tgt}.gz", count, offset)
         offset += count
         other_m, en_m = _with_markers(other, en)
         return en_m, other_m
@@ -130,8 +131,8 @@ def wmt14(multi30k: Path, downloads: Path, task: str, pairs_per_corpus: int = 12
         "training-parallel-europarl-v7.tgz": members(f"training/europarl-v7.{pair}", pairs_per_corpus),
         "training-parallel-commoncrawl.tgz": members(f"commoncrawl.{pair}", pairs_per_corpus),
     }
-    test_en = _lines(multi30k / "test_2016_flickr.en.gz", test_size)
-    test_other = _lines(multi30k / f"test_2016_flickr.{tgt}.gz", test_size)
+    test_en = archive_lines(multi30k / "test_2016_flickr.en.gz", test_size)
+    test_other = archive_lines(multi30k / f"test_2016_flickr.{tgt}.gz", test_size)
     code = f"{tgt}en"
     archives["test-full.tgz"] = {
         f"test-full/newstest2014-{code}-src.en.sgm": _sgm(test_en, "en", is_ref=False),
@@ -139,7 +140,7 @@ def wmt14(multi30k: Path, downloads: Path, task: str, pairs_per_corpus: int = 12
     }
     if task == "wmt14_en_de":
         archives["training-parallel-nc-v12.tgz"] = members("training/news-commentary-v12.de-en", pairs_per_corpus)
-        dev_en, dev_de = _lines(multi30k / "val.en.gz", 40), _lines(multi30k / "val.de.gz", 40)
+        dev_en, dev_de = archive_lines(multi30k / "val.en.gz", 40), archive_lines(multi30k / "val.de.gz", 40)
         archives["dev.tgz"] = {"dev/newstest2013.en": _text(dev_en), "dev/newstest2013.de": _text(dev_de),
                                "dev/newstest2013-src.en.sgm": _sgm(dev_en, "en", is_ref=False)}
     else:
