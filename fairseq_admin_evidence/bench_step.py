@@ -2,13 +2,14 @@
 
 One process, the same batches, one fairseq ``Trainer`` per model (stock ``transformer_iwslt_de_en`` at the given
 dims; ``transformer_admin`` with trainable ω, ``--init-type adaptive``; and with frozen ω,
-``--admin-omega-fixed``), all seeded alike. After ``--warmup`` untimed passes over the ``--block`` batches, the
-models take turns update by update: stock, admin, frozen on one batch, the reverse order on the next, for
-``--pairs`` repetitions. Each turn gives admin/stock and frozen/stock; per (dim, threads) the median and min–max
-over all turns, of wall time and of process CPU time. ``--profile-rounds N`` adds ``torch.profiler`` tables (N
-profiled passes per model, in turn): per operator the calls and the median self time per update, and the
-difference admin − stock, i.e. the operators that make up the extra time. ``--device cuda`` runs on a GPU, in
-fp16. Writes ``steps.csv``, ``summary.json``, ``ratios.png`` and ``profile_*``.
+``--admin-omega-fixed``), all seeded alike, and a second stock trainer, ``control``, whose ratio to stock is the
+benchmark's own noise: the resolution of the other ratios. After ``--warmup`` untimed passes over the ``--block``
+batches, the models take turns update by update: stock, admin, frozen, control on one batch, the reverse order on
+the next, for ``--pairs`` repetitions. Each turn gives a ratio to stock per model; per (dim, threads) the median
+and min–max over all turns, of wall time and of process CPU time. ``--profile-rounds N`` adds ``torch.profiler``
+tables (N profiled passes per model, in turn): per operator the calls and the median self time per update, and the
+difference to stock, i.e. the operators that make up the extra time. ``--device cuda`` runs on a GPU, in fp16.
+Writes ``steps.csv``, ``summary.json``, ``ratios.png`` and ``profile_*``.
 
     python -m fairseq_admin_evidence.bench_step                          # d128 and d512, 1 and 2 threads
     python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile-rounds 3
@@ -31,7 +32,10 @@ from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, sp
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
-MODELS = ("stock", "admin", "frozen")
+MODELS = ("stock", "admin", "frozen", "control")
+"""``control`` is a second stock trainer: control/stock is the benchmark's own noise, the resolution of the rest."""
+PROFILED = MODELS[:3]
+COMPARED = MODELS[1:]
 STOCK_ARCH = "transformer_iwslt_de_en"
 
 
@@ -51,7 +55,8 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
         fairseq_train([*common, "--init-type", "adaptive-profiling", "--admin-profile", str(profile)],
                       out / "profile.log", progress=False)
     admin = ["--init-type", "adaptive", "--admin-profile", str(profile)]
-    flags = {"stock": ["--arch", STOCK_ARCH], "admin": admin, "frozen": [*admin, "--admin-omega-fixed"]}
+    flags = {"stock": ["--arch", STOCK_ARCH], "admin": admin, "frozen": [*admin, "--admin-omega-fixed"],
+             "control": ["--arch", STOCK_ARCH]}
     built, samples = {}, None
     for name in MODELS:
         torch.manual_seed(1)
@@ -84,9 +89,9 @@ def _block(trainer: Any, samples: list) -> None:
     _synchronize()
 
 
-def _in_turn(rep: int) -> tuple[str, ...]:
-    """The order of one repetition: stock, admin, frozen, then the reverse, so drift hits every model alike."""
-    return MODELS if rep % 2 == 0 else tuple(reversed(MODELS))
+def _in_turn(rep: int, models: tuple[str, ...] = MODELS) -> tuple[str, ...]:
+    """The order of one turn: stock, admin, frozen, control, then the reverse, so drift hits every model alike."""
+    return models if rep % 2 == 0 else tuple(reversed(models))
 
 
 def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> str:
@@ -96,10 +101,10 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    times: dict[str, dict[str, list[float]]] = {name: {} for name in MODELS}
-    calls: dict[str, dict[str, float]] = {name: {} for name in MODELS}
+    times: dict[str, dict[str, list[float]]] = {name: {} for name in PROFILED}
+    calls: dict[str, dict[str, float]] = {name: {} for name in PROFILED}
     for rep in range(rounds):
-        for name in _in_turn(rep):
+        for name in _in_turn(rep, PROFILED):
             with profile(activities=activities) as prof:
                 _block(built[name][0], samples)
             averages = prof.key_averages()
@@ -113,14 +118,14 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
               for name, ops in times.items()}
     rows = []
     for op in set(median["stock"]) | set(median["admin"]) | set(median["frozen"]):
-        ms = [median[m].get(op, 0.0) for m in MODELS]
-        n = [calls[m].get(op, 0.0) for m in MODELS]
+        ms = [median[m].get(op, 0.0) for m in PROFILED]
+        n = [calls[m].get(op, 0.0) for m in PROFILED]
         rows.append([op, *(int(c) if c == int(c) else round(c, 1) for c in n), round(ms[0], 2), round(ms[1] - ms[0], 2),
                      round(ms[2] - ms[0], 2)])
     structural = [r for r in rows if r[1] != r[2] or r[1] != r[3]]
     by_time = sorted((r for r in rows if r not in structural), key=lambda r: -max(abs(r[5]), abs(r[6])))
     structural.sort(key=lambda r: -max(abs(r[5]), abs(r[6])))
-    totals = [sum(median[m].values()) for m in MODELS]
+    totals = [sum(median[m].values()) for m in PROFILED]
     table_rows = structural + by_time[:12] + [["(all operators)", "", "", "", round(totals[0], 1),
                                                round(totals[1] - totals[0], 1), round(totals[2] - totals[0], 1)]]
     table = markdown_table(["operator", "calls/update stock", "admin", "frozen ω", "stock ms/update",
@@ -168,7 +173,7 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
 
 
 def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list[float]:
-    """model/stock per (repetition, batch): the updates of the three models on one batch, taken in turn."""
+    """model/stock per (repetition, batch): the updates of the models on one batch, taken in turn."""
     by_turn: dict[tuple[int, int], dict[str, float]] = {}
     for row in rows:
         by_turn.setdefault((row["rep"], row["batch"]), {})[row["model"]] = row[key]
@@ -179,16 +184,17 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     labels = [f"d{s['dim']} {s['threads']}t" for s in summary]
-    for offset, (model, marker) in enumerate((("admin", "o"), ("frozen", "s"))):
+    labels_of = {"admin": "Admin, trainable ω", "frozen": "Admin, frozen ω", "control": "stock again (noise)"}
+    for offset, (model, marker) in enumerate((("admin", "o"), ("frozen", "s"), ("control", "x"))):
         for i, s in enumerate(summary):
-            values = s[f"{model}_over_stock"]["all"]
-            ax.plot([i + 0.15 * (2 * offset - 1)] * len(values), values, marker, alpha=0.4, color=f"C{offset}")
-            ax.plot(i + 0.15 * (2 * offset - 1), s[f"{model}_over_stock"]["median"], marker, ms=11, color=f"C{offset}",
-                    label=("trainable ω" if model == "admin" else "frozen ω") if i == 0 else None)
+            values, x = s[f"{model}_over_stock"]["all"], i + 0.2 * (offset - 1)
+            ax.plot([x] * len(values), values, marker, alpha=0.3, color=f"C{offset}")
+            ax.plot(x, s[f"{model}_over_stock"]["median"], marker, ms=11, color=f"C{offset}",
+                    label=labels_of[model] if i == 0 else None)
     ax.axhline(1.0, color="gray", lw=0.8)
     ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("Admin / stock time per update")
-    ax.set_title("One training step, the same batches, blocks in turn (median large)")
+    ax.set_ylabel("time per update / stock's")
+    ax.set_title("One training step, the same batch, models in turn (median large)")
     ax.legend()
     save_figure(fig, path)
 
@@ -202,16 +208,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--dims", default="128,512")
     parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--max-tokens", type=int, default=4096)
-    parser.add_argument("--block", type=int, default=4, help="updates per timed block")
-    parser.add_argument("--pairs", type=int, default=6, help="repetitions (each times every model once)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed blocks per model first")
+    parser.add_argument("--max-tokens", default="2048,1024", help="per dim (comma-separated), or one for all")
+    parser.add_argument("--block", type=int, default=3, help="batches (each repetition times every model on each)")
+    parser.add_argument("--pairs", type=int, default=8, help="repetitions")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed passes over the batches per model first")
     parser.add_argument("--profile-rounds", type=int, default=0,
                         help="also a torch.profiler difference table per setting, over this many blocks per model")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
     args = parser.parse_args(argv)
     if args.toy:
-        args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", 512, 2, 2
+        args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", "512", 2, 2
         args.warmup, args.profile_rounds = 1, 2
     return args
 
@@ -225,27 +231,31 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or ensure_data()
     args.out.mkdir(parents=True, exist_ok=True)
     rows, summary = [], []
-    for dim in map(int, args.dims.split(",")):
+    dims = [int(d) for d in args.dims.split(",")]
+    tokens = [int(t) for t in args.max_tokens.split(",")]
+    tokens = tokens[:len(dims)] if len(tokens) >= len(dims) else [tokens[0]] * len(dims)
+    for dim, max_tokens in zip(dims, tokens, strict=True):
         for threads in map(int, args.threads.split(",")):
-            measured = measure(data, args.out, args.layers, dim, threads, args.max_tokens, args.block, args.pairs,
+            measured = measure(data, args.out, args.layers, dim, threads, max_tokens, args.block, args.pairs,
                                args.warmup, args.profile_rounds, args.device)
             rows += measured
             summary.append({
-                "dim": dim, "threads": threads, "pairs": args.pairs, "block": args.block,
+                "dim": dim, "threads": threads, "max_tokens": max_tokens, "pairs": args.pairs, "block": args.block,
                 "turns": len(ratios(measured, "admin")),
-                **{f"{m}_over_stock": spread(ratios(measured, m)) for m in ("admin", "frozen")},
-                **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in ("admin", "frozen")},
+                **{f"{m}_over_stock": spread(ratios(measured, m)) for m in COMPARED},
+                **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in COMPARED},
                 "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),
                                   1)})
     write_csv(args.out / "steps.csv", rows)
     write_json(args.out / "summary.json", {"device": args.device, "hardware": hardware(args.device),
-                                           "layers": args.layers, "max_tokens": args.max_tokens,
+                                           "layers": args.layers,
                                            "warmup_blocks": args.warmup, "settings": summary})
     plot(summary, args.out / "ratios.png")
-    print(markdown_table(["dim", "threads", "stock ms/update", "admin/stock median (min–max)",
-                          "frozen ω/stock median (min–max)", "admin/stock CPU time"],
-                         [[s["dim"], s["threads"], s["stock_ms"], _cell(s["admin_over_stock"]),
-                           _cell(s["frozen_over_stock"]), _cell(s["admin_over_stock_cpu"])] for s in summary]))
+    print(markdown_table(["dim", "threads", "max tokens", "turns", "stock ms/update", "admin/stock median (min–max)",
+                          "frozen ω/stock", "control (stock again)/stock", "admin/stock CPU time"],
+                         [[s["dim"], s["threads"], s["max_tokens"], s["turns"], s["stock_ms"],
+                           *(_cell(s[f"{m}_over_stock"]) for m in COMPARED), _cell(s["admin_over_stock_cpu"])]
+                          for s in summary]))
     return 0
 
 

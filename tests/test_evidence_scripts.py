@@ -196,8 +196,10 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
     (setting,) = step["settings"]
     assert setting["pairs"] == 2 and all(0.5 < r < 2 for r in setting["admin_over_stock"]["all"])
     rows = read_csv(tmp_path / "bench_step" / "steps.csv")
-    assert [r["model"] for r in rows[:6]] == ["stock", "admin", "frozen", "frozen", "admin", "stock"]
-    assert len(rows) == 3 * setting["turns"] == 3 * 2 * 2  # 2 repetitions over 2 batches
+    in_turn = ["stock", "admin", "frozen", "control"]
+    assert [r["model"] for r in rows[:8]] == in_turn + in_turn[::-1]
+    assert len(rows) == 4 * setting["turns"] == 4 * 2 * 2  # 2 repetitions over 2 batches
+    assert 0.5 < setting["control_over_stock"]["median"] < 2
     difference = (tmp_path / "bench_step" / "profile_d32_1t_difference.md").read_text()
     assert "_TrainableShortcutBackward" in difference  # Admin's own backward, absent from stock's
     assert (tmp_path / "bench_step" / "ratios.png").stat().st_size > 0
