@@ -76,12 +76,13 @@ def interleaved(variants: dict[str, list[str]], train: list[str], out: Path, rep
 
 
 def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], max_tokens: int, updates: int,
-               log_interval: int, reps: int, device: str = "cpu", old_user_dir: Path | None = None
-               ) -> list[dict[str, Any]]:
+               log_interval: int, reps: int, device: str = "cpu", old_user_dir: Path | None = None,
+               frozen: bool = False) -> list[dict[str, Any]]:
     """Interleaved stock/admin runs; one row per run with its mean post-warm-up wps.
 
     ``old_user_dir``: another version of the plugin (a checkout of an earlier commit), run as a third model
-    ``old``, profiled by its own code, for a before-and-after of a change in the same run.
+    ``old``, profiled by its own code, for a before-and-after of a change in the same run. ``frozen``: also Admin
+    with ``--admin-omega-fixed``.
     """
     train = [str(data), *on_device(COMMON, device), "--max-tokens", str(max_tokens), "--max-update", str(updates),
              "--log-interval", str(log_interval)]
@@ -91,6 +92,8 @@ def throughput(data: Path, out: Path, size: list[str], stock_size: list[str], ma
     fairseq_train([*train, *size, "--init-type", "adaptive-profiling", "--admin-profile", str(profile),
                    "--save-dir", str(out / "throughput")], out / "throughput" / "profile.log", progress=False)
     runs = {"stock": stock_size, "admin": [*size, "--init-type", "adaptive", "--admin-profile", str(profile)]}
+    if frozen:
+        runs["frozen"] = [*runs["admin"], "--admin-omega-fixed"]
     if old_user_dir is not None:
         old = ["--user-dir", str(old_user_dir)]
         old_profile = out / "throughput" / "old" / "admin_profile.json"
@@ -256,6 +259,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run a one-update training subprocess up to this depth (100L Adam needs ~12 GB)")
     parser.add_argument("--old-user-dir", type=Path, default=None,
                         help="throughput: also this version of the plugin (e.g. an earlier commit's fairseq_admin/)")
+    parser.add_argument("--with-frozen", action="store_true", help="throughput: also Admin with frozen ω")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-profiling", action="store_true")
     parser.add_argument("--toy", action="store_true", help="tiny sizes, one repetition (CI)")
@@ -279,8 +283,8 @@ def plot_throughput(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = {"stock": "stock (transformer_iwslt_de_en)", "admin": "admin (transformer_admin adaptive)",
-              "old": "admin, the --old-user-dir version"}
-    for name, color in (("stock", "tab:red"), ("admin", "tab:green"), ("old", "tab:gray")):
+              "old": "admin, the --old-user-dir version", "frozen": "admin, frozen ω"}
+    for name, color in (("stock", "tab:red"), ("admin", "tab:green"), ("frozen", "tab:blue"), ("old", "tab:gray")):
         mine = [r for r in rows if r["model"] == name]
         if mine:
             ax.plot([r["rep"] for r in mine], [r["wps"] for r in mine], "o-", color=color, label=labels[name])
@@ -297,7 +301,7 @@ def report_throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     size = model_flags(args.tp_layers, args.tp_dim, ffn, heads)
     stock = ["--arch", "transformer_iwslt_de_en", *size[2:]]
     rows = throughput(data, args.out, size, stock, args.tp_max_tokens, args.updates, args.log_interval, args.reps,
-                      args.device, args.old_user_dir)
+                      args.device, args.old_user_dir, args.with_frozen)
     write_csv(args.out / "throughput.csv", rows)
     ratios, cpu, wall = (admin_over_stock(rows, key) for key in ("wps", "cpu_s", "seconds"))
     summary = {"size": f"{args.tp_layers}L-{args.tp_layers}L d{args.tp_dim} ffn{ffn}",
@@ -306,10 +310,12 @@ def report_throughput(args: argparse.Namespace, data: Path) -> dict[str, Any]:
                "cpu_seconds_ratio_admin_over_stock": spread(cpu), "wall_seconds_ratio_admin_over_stock": spread(wall),
                "commands": {name: (args.out / "throughput" / f"{name}_0.log").read_text().splitlines()[0]
                             .removeprefix("# ") for name in ("stock", "admin")}}
+    for other in ("frozen", "old"):
+        if any(r["model"] == other for r in rows):
+            summary.update({f"{key}_{other}_over_stock": spread(admin_over_stock(rows, field, other))
+                            for key, field in (("ratio", "wps"), ("cpu_seconds_ratio", "cpu_s"),
+                                               ("wall_seconds_ratio", "seconds"))})
     if args.old_user_dir is not None:
-        summary.update({f"{key}_old_over_stock": spread(admin_over_stock(rows, field, "old"))
-                        for key, field in (("ratio", "wps"), ("cpu_seconds_ratio", "cpu_s"),
-                                           ("wall_seconds_ratio", "seconds"))})
         summary["old_user_dir"] = str(args.old_user_dir)
     plot_throughput(rows, f"{summary['size']}, max-tokens {args.tp_max_tokens}; ratio median "
                           f"{statistics.median(ratios):.3f}", args.out / "throughput.png")
