@@ -7,7 +7,7 @@
 #   OUT=DIR bash scripts/convergence_on_gpu.sh SECONDS RUN_NAME...
 #
 # Runs the named runs, JOBS (default 5) at a time, in fp32 (as on the CPU) for at most SECONDS, while the GPU
-# check's parts except throughput (timed, so not measured beside training) run beside them (GPU_CHECK=0: not).
+# check's tests (not its timed benchmarks, which are not measured beside training) run beside them (GPU_CHECK=0: not).
 # Writes to OUT:
 # gpu_check.json (what scripts/gpu_check.sh printed), gpu_check.err, driver.log, and convergence_gpu.tar.gz
 # (work/convergence/logs and results/convergence: every finished run's log and result). Back here, put them where
@@ -23,7 +23,7 @@ export PYTHONPATH="$PWD:/tmp/site" PATH="/tmp/site/bin:$PATH" PYTHONUNBUFFERED=1
 nvidia-smi -L
 start=$(date +%s)
 (( ${GPU_CHECK:-1} )) && timeout 360 bash scripts/gpu_check.sh work/convergence/data/multi30k_de_en/bin \
-    --parts fp16_flat,one_step,profiling_100L --out-dir /tmp/gpu_check >"$OUT/gpu_check.json" 2>"$OUT/gpu_check.err" &
+    --parts tests --out-dir /tmp/gpu_check >"$OUT/gpu_check.json" 2>"$OUT/gpu_check.err" &
 PRECISION=fp32 timeout "$budget" python3 -m fairseq_admin_evidence.convergence --skip-prepare --jobs "${JOBS:-5}" \
     --threads 1 --only "$@" >"$OUT/driver.log" 2>&1
 echo "convergence driver exited $? after $(( $(date +%s) - start )) s"

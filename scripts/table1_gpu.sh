@@ -29,10 +29,10 @@ pack() {
     "$PYTHON" -m fairseq_admin_evidence.convergence --schedule "$SCHEDULE" --profile-only --threads "${THREADS:-2}"
     if (( ${WHEELS:-1} )); then
         # fairseq-fixed (built here against the installed torch) and the pure-Python packages it and we need,
-        # at the versions installed here; the GPU machine brings torch and numpy.
+        # at the versions installed here (pytest for scripts/gpu_check.sh); the GPU machine brings torch and numpy.
         mkdir -p .whl
         "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w .whl fairseq-fixed==0.12.3.1 .
-        "$PYTHON" -m pip freeze | grep -iE "^(hydra-core|omegaconf|antlr4-python3-runtime|bitarray|sacrebleu|portalocker|colorama|tabulate|lxml|regex|sentencepiece|sacremoses|subword-nmt|tensorboardX|protobuf|pyyaml)==" \
+        "$PYTHON" -m pip freeze | grep -iE "^(hydra-core|omegaconf|antlr4-python3-runtime|bitarray|sacrebleu|portalocker|colorama|tabulate|lxml|regex|sentencepiece|sacremoses|subword-nmt|tensorboardX|protobuf|pyyaml|pytest|pluggy|iniconfig|packaging)==" \
             | xargs "$PYTHON" -m pip wheel -q --no-deps -w .whl
     fi
     du -sh "$WORK" .whl 2>/dev/null || true
