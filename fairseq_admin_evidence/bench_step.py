@@ -74,13 +74,41 @@ def _synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def _step(trainer: Any, sample: dict) -> tuple[float, float]:
-    """Wall and process CPU seconds of one update (GPU work waited for)."""
+PHASES = {"forward_backward": ("task", "train_step"), "optimizer": ("optimizer", "step"),
+          "clip": (None, "clip_grad_norm"), "zero_grad": ("optimizer", "zero_grad")}
+"""The parts of fairseq's ``Trainer.train_step`` timed on their own: the forward and backward pass (the task's
+``train_step``), the optimizer's step (where the per-parameter work for the ω vectors goes), gradient clipping and
+zeroing."""
+
+
+def _time_phases(trainer: Any) -> dict[str, float]:
+    """Wrap the trainer's phases (:data:`PHASES`) so that each call adds its seconds to the returned dict."""
+    seconds = dict.fromkeys(PHASES, 0.0)
+    for phase, (owner, method) in PHASES.items():
+        target = trainer if owner is None else getattr(trainer, owner)
+        original = getattr(target, method)
+
+        def timed(*args: Any, _original: Any = original, _phase: str = phase, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                seconds[_phase] += time.perf_counter() - start
+
+        setattr(target, method, timed)
+    return seconds
+
+
+def _step(trainer: Any, sample: dict, phases: dict[str, float]) -> dict[str, float]:
+    """Wall and process CPU seconds of one update (GPU work waited for), and of its phases."""
+    for phase in phases:
+        phases[phase] = 0.0
     _synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     trainer.train_step([sample])
     _synchronize()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+            **{f"{phase}_s": value for phase, value in phases.items()}}
 
 
 def _block(trainer: Any, samples: list) -> None:
@@ -148,6 +176,7 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
 
     torch.set_num_threads(threads)
     built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block, device)
+    phases = {name: _time_phases(trainer) for name, (trainer, _) in built.items()}
     for _ in range(warmup):  # the allocator, kernels and optimizer state settle
         for trainer, _ in built.values():
             _block(trainer, samples)
@@ -158,9 +187,8 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
         try:
             for index, sample in enumerate(samples):
                 for name in _in_turn(rep * len(samples) + index):
-                    seconds, cpu_seconds = _step(built[name][0], sample)
                     rows.append({"dim": dim, "threads": threads, "rep": rep, "batch": index, "model": name,
-                                 "seconds": seconds, "cpu_seconds": cpu_seconds})
+                                 **_step(built[name][0], sample, phases[name])})
         finally:
             gc.enable()
         mine = [r for r in rows if r["rep"] == rep]
@@ -178,6 +206,12 @@ def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list
     for row in rows:
         by_turn.setdefault((row["rep"], row["batch"]), {})[row["model"]] = row[key]
     return [times[model] / times["stock"] for _, times in sorted(by_turn.items())]
+
+
+def phase_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per model, the median milliseconds of each phase of an update (:data:`PHASES`)."""
+    return {model: {phase: round(1000 * statistics.median(r[f"{phase}_s"] for r in rows if r["model"] == model), 2)
+                    for phase in PHASES} for model in MODELS}
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
@@ -245,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
                 **{f"{m}_over_stock": spread(ratios(measured, m)) for m in COMPARED},
                 **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in COMPARED},
                 "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),
-                                  1)})
+                                  1),
+                "phase_ms": phase_medians(measured)})
     write_csv(args.out / "steps.csv", rows)
     write_json(args.out / "summary.json", {"device": args.device, "hardware": hardware(args.device),
                                            "layers": args.layers,
@@ -256,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                          [[s["dim"], s["threads"], s["max_tokens"], s["turns"], s["stock_ms"],
                            *(_cell(s[f"{m}_over_stock"]) for m in COMPARED), _cell(s["admin_over_stock_cpu"])]
                           for s in summary]))
+    print(markdown_table(["dim", "threads", "model", *(f"{phase} ms" for phase in PHASES)],
+                         [[s["dim"], s["threads"], model, *s["phase_ms"][model].values()]
+                          for s in summary for model in MODELS]))
     return 0
 
 

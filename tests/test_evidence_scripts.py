@@ -200,6 +200,9 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
     assert [r["model"] for r in rows[:8]] == in_turn + in_turn[::-1]
     assert len(rows) == 4 * setting["turns"] == 4 * 2 * 2  # 2 repetitions over 2 batches
     assert 0.5 < setting["control_over_stock"]["median"] < 2
+    phases = setting["phase_ms"]["admin"]
+    assert set(phases) == {"forward_backward", "optimizer", "clip", "zero_grad"} and all(v > 0 for v in phases.values())
+    assert all(float(r["forward_backward_s"]) < float(r["seconds"]) for r in rows)
     difference = (tmp_path / "bench_step" / "profile_d32_1t_difference.md").read_text()
     assert "_TrainableShortcutBackward" in difference  # Admin's own backward, absent from stock's
     assert (tmp_path / "bench_step" / "ratios.png").stat().st_size > 0
