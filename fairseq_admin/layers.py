@@ -39,35 +39,17 @@ def layer_branches(side: str, has_cross_attention: bool = True) -> tuple[str, ..
     return BRANCHES[side]
 
 
-class _TrainableShortcut(torch.autograd.Function):
-    """``ω ⊙ shortcut + branch`` for a trainable ω, with the backward it needs and no more: ``grad`` for the branch,
-    ``grad * ω`` for the shortcut, ``grad * shortcut`` summed to ω's shape for ω.
-
-    These are, bit for bit, the gradients of autograd's own ``addcmul`` backward, which also computes
-    ``shortcut * 1`` first: one full copy of the shortcut per branch and update. (For a frozen ω autograd's
-    backward is already one multiply, and a Python ``Function`` would only add its call overhead.)
-    """
-
-    @staticmethod
-    def forward(ctx: Any, shortcut: Tensor, branch: Tensor, omega: Tensor) -> Tensor:
-        ctx.save_for_backward(shortcut, omega)
-        return torch.addcmul(branch, shortcut, omega)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
-        shortcut, omega = ctx.saved_tensors
-        grad_shortcut = grad * omega if ctx.needs_input_grad[0] else None
-        grad_omega = (grad * shortcut).sum_to_size(omega.shape) if ctx.needs_input_grad[2] else None
-        return grad_shortcut, grad, grad_omega
-
-
 class AdminShortcut(nn.Module):
     """``ω ⊙ shortcut + branch``: the one place a residual connection is computed.
 
     ω is a per-channel parameter that starts at 1 (exactly the stock ``shortcut + branch``) and is frozen
-    (``requires_grad=False``) unless an init type makes it trainable. The forward is one fused ``addcmul``; while
-    ω trains, the backward is :class:`_TrainableShortcut`'s. ``padding_mask`` is not part of the math: the
-    profiling hooks (:mod:`fairseq_admin.profiling`) read it from the call.
+    (``requires_grad=False``) unless an init type makes it trainable. One fused op (``addcmul``) forward, and
+    autograd's native backward: for a frozen ω one multiply (``grad * ω``); for a trainable ω also ω's gradient.
+    A Python ``autograd.Function`` that skips the ``shortcut * 1`` copy autograd makes for ω's gradient was
+    measured and not kept: in fairseq-train its backward must take Python's lock (the GIL) from fairseq's
+    batch-prefetch thread once per trainable branch, which cost more than the copy (docs/results.md section 10).
+    ``padding_mask`` is not part of the math: the profiling hooks (:mod:`fairseq_admin.profiling`) read it from
+    the call.
     """
 
     def __init__(self, dim: int) -> None:
@@ -75,8 +57,6 @@ class AdminShortcut(nn.Module):
         self.omega = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        if self.omega.requires_grad and torch.is_grad_enabled():
-            return _TrainableShortcut.apply(shortcut, branch, self.omega)
         return torch.addcmul(branch, shortcut, self.omega)
 
 
