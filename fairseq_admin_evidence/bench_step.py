@@ -6,13 +6,17 @@ dims; ``transformer_admin`` with trainable ω, ``--init-type adaptive``; and wit
 benchmark's own noise: the resolution of the other ratios. After ``--warmup`` untimed passes over the ``--block``
 batches, the models take turns update by update: stock, admin, frozen, control on one batch, the reverse order on
 the next, for ``--pairs`` repetitions. Each turn gives a ratio to stock per model; per (dim, threads) the median
-and min–max over all turns, of wall time and of process CPU time. ``--profile-rounds N`` adds ``torch.profiler``
+and min–max over all turns, of wall time and of process CPU time, and the geometric mean with its 95 % interval,
+of the whole update and of its forward and backward pass alone. Single updates scatter by ±10 % on a shared
+machine, so 1 % takes many turns: short updates (few ``--max-tokens``) and many ``--pairs`` resolve it fastest, and
+a stopped run goes on with ``--resume``. ``--profile-rounds N`` adds ``torch.profiler``
 tables (N profiled passes per model, in turn): per operator the calls and the median self time per update, and the
 difference to stock, i.e. the operators that make up the extra time. ``--device cuda`` runs on a GPU, in fp16.
 Writes ``steps.csv``, ``summary.json``, ``ratios.png`` and ``profile_*``.
 
     python -m fairseq_admin_evidence.bench_step                          # d128 and d512, 1 and 2 threads
     python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile-rounds 3
+    python -m fairseq_admin_evidence.bench_step --max-tokens 256 --block 10 --pairs 100,36 --resume   # to ±0.5-1 %
     python -m fairseq_admin_evidence.bench_step --toy                    # CI size
 """
 
@@ -28,7 +32,16 @@ from typing import Any
 from fairseq_admin_evidence.bench_cost import COMMON, on_device
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.methods import model_flags
-from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, spread, write_csv, write_json
+from fairseq_admin_evidence.outputs import (
+    RESULTS,
+    hardware,
+    markdown_table,
+    ratio_interval,
+    read_csv,
+    spread,
+    write_csv,
+    write_json,
+)
 from fairseq_admin_evidence.runs import fairseq_train
 from fairseq_admin_tools.figures import pyplot, save_figure
 
@@ -165,23 +178,40 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
     return table
 
 
+def _done_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows a stopped run of this setting wrote (``--resume``), typed as :func:`measure` makes them."""
+    if not path.exists():
+        return []
+    whole = {"dim", "threads", "rep", "batch"}
+    return [{k: v if k == "model" else int(v) if k in whole else float(v) for k, v in row.items()}
+            for row in read_csv(path)]
+
+
 def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,
-            warmup: int, profile_rounds: int, device: str) -> list[dict[str, Any]]:
+            warmup: int, profile_rounds: int, device: str, resume: bool = False) -> list[dict[str, Any]]:
     """One row per timed update. Models take turns update by update (stock, admin, frozen on a batch, then the
     reverse order on the next), so that the three updates compared are seconds apart: the machine's drift and
-    bursts of other load hit them alike. Python's garbage collector waits until a repetition is done."""
+    bursts of other load hit them alike. Python's garbage collector waits until a repetition is done.
+
+    The rows so far are written after every repetition (``steps_d<dim>_<threads>t.csv``); with ``resume`` a run
+    goes on from the repetitions such a file already holds (turns are paired within themselves, so a restart
+    between repetitions changes nothing but the warm-up)."""
     import gc
 
     import torch
 
+    partial_csv = out / f"steps_d{dim}_{threads}t.csv"
+    rows = _done_rows(partial_csv) if resume else []
+    first = max((r["rep"] for r in rows), default=-1) + 1
+    if first >= pairs:
+        return rows
     torch.set_num_threads(threads)
     built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block, device)
     phases = {name: _time_phases(trainer) for name, (trainer, _) in built.items()}
     for _ in range(warmup):  # the allocator, kernels and optimizer state settle
         for trainer, _ in built.values():
             _block(trainer, samples)
-    rows = []
-    for rep in range(pairs):
+    for rep in range(first, pairs):
         gc.collect()
         gc.disable()
         try:
@@ -193,8 +223,9 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
             gc.enable()
         mine = [r for r in rows if r["rep"] == rep]
         ms = {m: 1000 * sum(r["seconds"] for r in mine if r["model"] == m) / len(samples) for m in MODELS}
-        print(f"  d{dim} {threads}t rep {rep}: " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items()) + " ms/update",
-              flush=True)
+        write_csv(partial_csv, rows)
+        print(f"  d{dim} {threads}t rep {rep + 1}/{pairs}: " + ", ".join(f"{m} {v:.1f}" for m, v in ms.items())
+              + " ms/update", flush=True)
     if profile_rounds:
         print(_profile(built, samples, out, f"d{dim}_{threads}t", profile_rounds), flush=True)
     return rows
@@ -215,21 +246,29 @@ def phase_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
+    """Left: every turn's ratio (how single updates scatter). Right: the geometric means with their 95 % intervals
+    (what the turns together resolve), on an axis that shows 1 %."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, (turns, means) = plt.subplots(1, 2, figsize=(11, 3.8))
     labels = [f"d{s['dim']} {s['threads']}t" for s in summary]
     labels_of = {"admin": "Admin, trainable ω", "frozen": "Admin, frozen ω", "control": "stock again (noise)"}
     for offset, (model, marker) in enumerate((("admin", "o"), ("frozen", "s"), ("control", "x"))):
         for i, s in enumerate(summary):
             values, x = s[f"{model}_over_stock"]["all"], i + 0.2 * (offset - 1)
-            ax.plot([x] * len(values), values, marker, alpha=0.3, color=f"C{offset}")
-            ax.plot(x, s[f"{model}_over_stock"]["median"], marker, ms=11, color=f"C{offset}",
-                    label=labels_of[model] if i == 0 else None)
-    ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("time per update / stock's")
-    ax.set_title("One training step, the same batch, models in turn (median large)")
-    ax.legend()
+            turns.plot([x] * len(values), values, marker, alpha=0.15, color=f"C{offset}")
+            interval = s[f"{model}_over_stock_interval"]
+            means.errorbar(x, interval["geo_mean"], yerr=[[interval["geo_mean"] - interval["low"]],
+                                                          [interval["high"] - interval["geo_mean"]]],
+                           fmt=marker, ms=8, capsize=4, color=f"C{offset}",
+                           label=labels_of[model] if i == 0 else None)
+    for ax, title in ((turns, "each turn"), (means, "geometric mean, 95 % interval")):
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_title(title)
+    turns.set_ylabel("time per update / stock's")
+    means.axhspan(0.99, 1.01, color="gray", alpha=0.12, lw=0)
+    means.legend(fontsize=8)
+    fig.suptitle("One training step, the same batch, models in turn")
     save_figure(fig, path)
 
 
@@ -244,20 +283,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--max-tokens", default="2048,1024", help="per dim (comma-separated), or one for all")
     parser.add_argument("--block", type=int, default=3, help="batches (each repetition times every model on each)")
-    parser.add_argument("--pairs", type=int, default=8, help="repetitions")
+    parser.add_argument("--pairs", default="8", help="repetitions, per dim (comma-separated), or one for all")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes over the batches per model first")
     parser.add_argument("--profile-rounds", type=int, default=0,
                         help="also a torch.profiler difference table per setting, over this many blocks per model")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the repetitions a stopped run left in OUT/steps_d<dim>_<threads>t.csv")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
     args = parser.parse_args(argv)
     if args.toy:
-        args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", "512", 2, 2
+        args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", "512", 2, "2"
         args.warmup, args.profile_rounds = 1, 2
     return args
 
 
+def _per_dim(values: str, dims: list[int]) -> list[int]:
+    """A comma-separated option with one value per dim, or one value for all."""
+    numbers = [int(v) for v in values.split(",")]
+    return numbers[:len(dims)] if len(numbers) >= len(dims) else [numbers[0]] * len(dims)
+
+
 def _cell(values: dict[str, Any]) -> str:
     return f"{values['median']:.4f} ({values['min']:.4f}–{values['max']:.4f})"
+
+
+def _interval(values: dict[str, Any]) -> str:
+    return f"{values['geo_mean']:.4f} [{values['low']:.4f}, {values['high']:.4f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,18 +317,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows, summary = [], []
     dims = [int(d) for d in args.dims.split(",")]
-    tokens = [int(t) for t in args.max_tokens.split(",")]
-    tokens = tokens[:len(dims)] if len(tokens) >= len(dims) else [tokens[0]] * len(dims)
-    for dim, max_tokens in zip(dims, tokens, strict=True):
+    for dim, max_tokens, pairs in zip(dims, _per_dim(args.max_tokens, dims), _per_dim(args.pairs, dims), strict=True):
         for threads in map(int, args.threads.split(",")):
-            measured = measure(data, args.out, args.layers, dim, threads, max_tokens, args.block, args.pairs,
-                               args.warmup, args.profile_rounds, args.device)
+            measured = measure(data, args.out, args.layers, dim, threads, max_tokens, args.block, pairs,
+                               args.warmup, args.profile_rounds, args.device, args.resume)
             rows += measured
             summary.append({
-                "dim": dim, "threads": threads, "max_tokens": max_tokens, "pairs": args.pairs, "block": args.block,
+                "dim": dim, "threads": threads, "max_tokens": max_tokens, "pairs": pairs, "block": args.block,
                 "turns": len(ratios(measured, "admin")),
                 **{f"{m}_over_stock": spread(ratios(measured, m)) for m in COMPARED},
                 **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in COMPARED},
+                **{f"{m}_over_stock_interval": ratio_interval(ratios(measured, m)) for m in COMPARED},
+                **{f"{m}_forward_backward_over_stock_interval":
+                   ratio_interval(ratios(measured, m, "forward_backward_s")) for m in COMPARED},
                 "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),
                                   1),
                 "phase_ms": phase_medians(measured)})
@@ -290,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
                           "frozen ω/stock", "control (stock again)/stock", "admin/stock CPU time"],
                          [[s["dim"], s["threads"], s["max_tokens"], s["turns"], s["stock_ms"],
                            *(_cell(s[f"{m}_over_stock"]) for m in COMPARED), _cell(s["admin_over_stock_cpu"])]
+                          for s in summary]))
+    print(markdown_table(["dim", "threads", "turns", *(f"{m}/stock geometric mean [95 % interval]" for m in COMPARED),
+                          *(f"{m}/stock, forward and backward only" for m in COMPARED[:2])],
+                         [[s["dim"], s["threads"], s["turns"],
+                           *(_interval(s[f"{m}_over_stock_interval"]) for m in COMPARED),
+                           *(_interval(s[f"{m}_forward_backward_over_stock_interval"]) for m in COMPARED[:2])]
                           for s in summary]))
     print(markdown_table(["dim", "threads", "model", *(f"{phase} ms" for phase in PHASES)],
                          [[s["dim"], s["threads"], model, *s["phase_ms"][model].values()]

@@ -35,7 +35,7 @@ from typing import Any
 from fairseq_admin_evidence.data import ensure_data
 from fairseq_admin_evidence.in_process import batches, build_in_process
 from fairseq_admin_evidence.methods import COLOURS, METHODS, model_flags
-from fairseq_admin_evidence.outputs import RESULTS, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.outputs import RESULTS, markdown_table, read_csv, write_csv, write_json
 from fairseq_admin_tools.figures import linear_and_log_panels, save_figure
 
 
@@ -104,10 +104,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of an earlier output_change.csv, numbers parsed."""
-    import csv
-
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(path)
     ints = ("layers", "seed", "eval_tokens")
     return [{k: (v if k == "method" else int(v) if k in ints else float(v)) for k, v in r.items()} for r in rows]
 

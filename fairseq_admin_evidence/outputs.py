@@ -26,6 +26,12 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     write_atomically(str(path), text.getvalue())
 
 
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file that :func:`write_csv` wrote, as strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_json(path: Path, value: Any, indent: int = 2, default: Any = None) -> None:
     write_atomically(str(path), json.dumps(value, indent=indent, default=default) + "\n")
 
@@ -56,6 +62,21 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
     values = list(values)
     return {"n": len(values), "median": statistics.median(values), "min": min(values), "max": max(values),
             "all": values}
+
+
+def ratio_interval(ratios: Sequence[float], z: float = 1.96) -> dict[str, float]:
+    """Geometric mean of paired ratios with a normal 95 % confidence interval (on their logarithms).
+
+    The median and min–max of :func:`spread` say how single pairs scatter; this says how well the many pairs pin
+    down the ratio itself: its half-width shrinks as 1/√n, which is what lets a noisy machine resolve 1 %.
+    """
+    import math
+    import statistics
+
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    half = z * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else math.inf
+    return {"n": len(logs), "geo_mean": math.exp(mean), "low": math.exp(mean - half), "high": math.exp(mean + half)}
 
 
 def hardware(device: str = "cpu") -> str:

@@ -7,7 +7,6 @@ end with real fairseq, write its CSV/JSON and PNG, and produce finite numbers.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -17,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fairseq_admin_evidence.outputs import ratio_interval, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "bench_step", "convergence", "convergence_summary",
@@ -33,11 +34,6 @@ def run_evidence(name: str, *args: str | os.PathLike) -> str:
     if result.returncode != 0:
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result.stdout
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +203,30 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
     assert re.search(r"^\| aten::addcmul +\| 0 +\| \d", difference, re.MULTILINE)  # Admin's op, absent from stock
     assert (tmp_path / "bench_step" / "ratios.png").stat().st_size > 0
     assert (tmp_path / "logs" / "tests.log").exists()
+    for model in ("admin", "frozen", "control"):
+        interval = setting[f"{model}_over_stock_interval"]
+        assert interval["n"] == setting["turns"] and interval["low"] < interval["geo_mean"] < interval["high"]
+        assert setting[f"{model}_forward_backward_over_stock_interval"]["n"] == setting["turns"]
+
+    # --resume: a run stopped after its first repetition goes on from there and keeps what it had measured
+    partial = tmp_path / "bench_step" / "steps_d32_1t.csv"
+    first_rep = [r for r in read_csv(partial) if r["rep"] == "0"]
+    partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:1 + len(first_rep)]))
+    run_evidence("bench_step", "--data", data_bin, "--out", tmp_path / "bench_step", "--resume")
+    resumed = read_csv(tmp_path / "bench_step" / "steps.csv")
+    assert resumed[:len(first_rep)] == first_rep and len(resumed) == len(rows)
+    assert [r["rep"] for r in resumed[len(first_rep):]] == ["1"] * (len(rows) - len(first_rep))
+
+
+def test_ratio_interval() -> None:
+    """The geometric mean of paired ratios, and a 95 % interval that narrows as 1/√n."""
+    few = ratio_interval([0.9, 1.1, 1.0, 1.05])
+    many = ratio_interval([0.9, 1.1, 1.0, 1.05] * 25)
+    assert few["geo_mean"] == pytest.approx(math.exp(sum(map(math.log, (0.9, 1.1, 1.0, 1.05))) / 4))
+    assert many["geo_mean"] == pytest.approx(few["geo_mean"])
+    assert few["low"] < many["low"] < many["geo_mean"] < many["high"] < few["high"]
+    assert many["high"] - many["low"] == pytest.approx((few["high"] - few["low"]) * math.sqrt(3 / 99), rel=0.02)
+    assert ratio_interval([1.2])["high"] == math.inf
 
 
 def test_bench_cost_before_and_after(data_bin: Path, tmp_path: Path) -> None:
