@@ -182,9 +182,7 @@ def _done_rows(path: Path) -> list[dict[str, Any]]:
     """The rows a stopped run of this setting wrote (``--resume``), typed as :func:`measure` makes them."""
     if not path.exists():
         return []
-    whole = {"dim", "threads", "rep", "batch"}
-    return [{k: v if k == "model" else int(v) if k in whole else float(v) for k, v in row.items()}
-            for row in read_csv(path)]
+    return read_csv(path, text=("model",), ints=("dim", "threads", "rep", "batch"))
 
 
 def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,

@@ -104,9 +104,7 @@ def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of an earlier output_change.csv, numbers parsed."""
-    rows = read_csv(path)
-    ints = ("layers", "seed", "eval_tokens")
-    return [{k: (v if k == "method" else int(v) if k in ints else float(v)) for k, v in r.items()} for r in rows]
+    return read_csv(path, text=("method",), ints=("layers", "seed", "eval_tokens"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,14 @@ def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     write_atomically(str(path), text.getvalue())
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file that :func:`write_csv` wrote, as strings."""
+def read_csv(path: Path, text: Collection[str] | None = None, ints: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Rows of a CSV file that :func:`write_csv` wrote: as strings, or, with ``text`` (the columns that stay strings)
+    given, every other column back as the number it was: ``int`` for the columns in ``ints``, else ``float``."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    if text is None:
+        return rows
+    return [{k: v if k in text else int(v) if k in ints else float(v) for k, v in row.items()} for row in rows]
 
 
 def write_json(path: Path, value: Any, indent: int = 2, default: Any = None) -> None:
