@@ -9,14 +9,16 @@ the next, for ``--pairs`` repetitions. Each turn gives a ratio to stock per mode
 and min–max over all turns, of wall time and of process CPU time, and the geometric mean with its 95 % interval,
 of the whole update and of its forward and backward pass alone. Single updates scatter by ±10 % on a shared
 machine, so 1 % takes many turns: short updates (few ``--max-tokens``) and many ``--pairs`` resolve it fastest, and
-a stopped run goes on with ``--resume``. ``--profile-rounds N`` adds ``torch.profiler``
+a stopped run goes on with ``--resume``. Two identical trainers can differ by a percent or two for as long as they
+live; ``--rebuild-every K`` builds all of them afresh every K repetitions, in a rotated order, so that this offset
+averages out as well. ``--profile-rounds N`` adds ``torch.profiler``
 tables (N profiled passes per model, in turn): per operator the calls and the median self time per update, and the
 difference to stock, i.e. the operators that make up the extra time. ``--device cuda`` runs on a GPU, in fp16.
 Writes ``steps.csv``, ``summary.json``, ``ratios.png`` and ``profile_*``.
 
     python -m fairseq_admin_evidence.bench_step                          # d128 and d512, 1 and 2 threads
     python -m fairseq_admin_evidence.bench_step --dims 512 --threads 1 --profile-rounds 3
-    python -m fairseq_admin_evidence.bench_step --max-tokens 256 --block 10 --pairs 100,36 --resume   # to ±0.5-1 %
+    python -m fairseq_admin_evidence.bench_step --max-tokens 256 --block 10 --pairs 100,36 --rebuild-every 10 --resume
     python -m fairseq_admin_evidence.bench_step --toy                    # CI size
 """
 
@@ -52,8 +54,9 @@ COMPARED = MODELS[1:]
 STOCK_ARCH = "transformer_iwslt_de_en"
 
 
-def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, block: int, device: str):
-    """{model: (trainer, model)} and the batches every model trains on."""
+def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, block: int, device: str,
+              order: tuple[str, ...] = MODELS, samples: list | None = None):
+    """{model: (trainer, model)}, built in ``order``, and the batches every model trains on (``samples`` if given)."""
     import torch
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.trainer import Trainer
@@ -71,13 +74,13 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     flags = {"stock": ["--arch", STOCK_ARCH], "admin": admin, "frozen": [*admin, "--admin-omega-fixed"],
              "control": ["--arch", STOCK_ARCH]}
     built, samples = {}, None
-    for name in MODELS:
+    for name in order:
         torch.manual_seed(1)
         args, task, model = build_in_process([*common, *flags[name]])
         trainer = Trainer(convert_namespace_to_omegaconf(args), task, model, task.build_criterion(args))
         samples = samples or batches(task, model, args, "train", block, max_tokens)
         built[name] = (trainer, model)
-    return built, samples
+    return {name: built[name] for name in MODELS}, samples
 
 
 def _synchronize() -> None:
@@ -178,6 +181,12 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
     return table
 
 
+def build_order(rep: int, rebuild_every: int) -> tuple[str, ...]:
+    """The order the trainers of repetition ``rep`` were built in: :data:`MODELS`, rotated by one at every rebuild."""
+    shift = rep // rebuild_every % len(MODELS) if rebuild_every else 0
+    return MODELS[shift:] + MODELS[:shift]
+
+
 def _done_rows(path: Path) -> list[dict[str, Any]]:
     """The rows a stopped run of this setting wrote (``--resume``), typed as :func:`measure` makes them."""
     if not path.exists():
@@ -186,14 +195,20 @@ def _done_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_tokens: int, block: int, pairs: int,
-            warmup: int, profile_rounds: int, device: str, resume: bool = False) -> list[dict[str, Any]]:
+            warmup: int, profile_rounds: int, device: str, resume: bool = False, rebuild_every: int = 0
+            ) -> list[dict[str, Any]]:
     """One row per timed update. Models take turns update by update (stock, admin, frozen on a batch, then the
     reverse order on the next), so that the three updates compared are seconds apart: the machine's drift and
     bursts of other load hit them alike. Python's garbage collector waits until a repetition is done.
 
     The rows so far are written after every repetition (``steps_d<dim>_<threads>t.csv``); with ``resume`` a run
     goes on from the repetitions such a file already holds (turns are paired within themselves, so a restart
-    between repetitions changes nothing but the warm-up)."""
+    between repetitions changes nothing but the warm-up).
+
+    Two identical trainers can differ by a percent or two for as long as they live (where their tensors landed), and
+    such an offset does not shrink with more turns. With ``rebuild_every`` k, every k repetitions all trainers are
+    built afresh (same seed, same weights) in a rotated order and warmed up again, so that those offsets vary and
+    average out too."""
     import gc
 
     import torch
@@ -204,12 +219,19 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
     if first >= pairs:
         return rows
     torch.set_num_threads(threads)
-    built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block, device)
-    phases = {name: _time_phases(trainer) for name, (trainer, _) in built.items()}
-    for _ in range(warmup):  # the allocator, kernels and optimizer state settle
-        for trainer, _ in built.values():
-            _block(trainer, samples)
+    built, phases, samples = {}, {}, None
     for rep in range(first, pairs):
+        if rep == first or (rebuild_every and rep % rebuild_every == 0):
+            built.clear()
+            gc.collect()
+            order = build_order(rep, rebuild_every)
+            print(f"  d{dim} {threads}t rep {rep + 1}: building the trainers in the order {', '.join(order)}",
+                  flush=True)
+            built, samples = _trainers(data, out / f"d{dim}", layers, dim, max_tokens, block, device, order, samples)
+            phases = {name: _time_phases(trainer) for name, (trainer, _) in built.items()}
+            for _ in range(warmup):  # the allocator, kernels and optimizer state settle
+                for trainer, _ in built.values():
+                    _block(trainer, samples)
         gc.collect()
         gc.disable()
         try:
@@ -285,13 +307,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes over the batches per model first")
     parser.add_argument("--profile-rounds", type=int, default=0,
                         help="also a torch.profiler difference table per setting, over this many blocks per model")
+    parser.add_argument("--rebuild-every", type=int, default=0,
+                        help="build all trainers afresh, in a rotated order, every N repetitions (0: never), so that "
+                             "the offset of one trainer instance against another averages out")
     parser.add_argument("--resume", action="store_true",
                         help="go on from the repetitions a stopped run left in OUT/steps_d<dim>_<threads>t.csv")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
     args = parser.parse_args(argv)
     if args.toy:
         args.layers, args.dims, args.threads, args.max_tokens, args.block, args.pairs = 2, "32", "1", "512", 2, "2"
-        args.warmup, args.profile_rounds = 1, 2
+        args.warmup, args.profile_rounds, args.rebuild_every = 1, 2, 1
     return args
 
 
@@ -318,10 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     for dim, max_tokens, pairs in zip(dims, _per_dim(args.max_tokens, dims), _per_dim(args.pairs, dims), strict=True):
         for threads in map(int, args.threads.split(",")):
             measured = measure(data, args.out, args.layers, dim, threads, max_tokens, args.block, pairs,
-                               args.warmup, args.profile_rounds, args.device, args.resume)
+                               args.warmup, args.profile_rounds, args.device, args.resume, args.rebuild_every)
             rows += measured
             summary.append({
                 "dim": dim, "threads": threads, "max_tokens": max_tokens, "pairs": pairs, "block": args.block,
+                "rebuild_every": args.rebuild_every,
                 "turns": len(ratios(measured, "admin")),
                 **{f"{m}_over_stock": spread(ratios(measured, m)) for m in COMPARED},
                 **{f"{m}_over_stock_cpu": spread(ratios(measured, m, "cpu_seconds")) for m in COMPARED},

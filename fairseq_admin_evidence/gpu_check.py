@@ -37,7 +37,7 @@ GPU_SIZES = {
     "bench_cost": ["--reps", "3", "--updates", "100", "--log-interval", "10", "--tp-dim", "512",
                    "--tp-max-tokens", "8192", "--profile-max-tokens", "4096", "--train-up-to", "100"],
     "bench_step": ["--dims", "512", "--threads", "1", "--max-tokens", "8192", "--block", "10", "--pairs", "20",
-                   "--profile-rounds", "2"],
+                   "--rebuild-every", "5", "--profile-rounds", "2"],
 }
 """The measurements' sizes on a GPU (about 6 minutes on one H200 GPU); on CPU they run ``--toy``."""
 

@@ -188,7 +188,15 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
     for png in ("throughput.png", "profiling_memory.png"):
         assert (tmp_path / "bench_cost" / png).stat().st_size > 0
 
-    step = report["parts"]["bench_step"]["summary"]
+    assert (tmp_path / "logs" / "tests.log").exists()
+    check_bench_step(report["parts"]["bench_step"]["summary"], tmp_path, data_bin)
+
+
+BUILT_IN_ORDER = re.compile(r"building the trainers in the order (.+)")
+
+
+def check_bench_step(step: dict, tmp_path: Path, data_bin: Path) -> None:
+    """gpu_check's toy bench_step: turns in alternating order, phases, intervals, the profile, rebuilds and --resume."""
     (setting,) = step["settings"]
     assert setting["pairs"] == 2 and all(0.5 < r < 2 for r in setting["admin_over_stock"]["all"])
     rows = read_csv(tmp_path / "bench_step" / "steps.csv")
@@ -202,17 +210,21 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
     difference = (tmp_path / "bench_step" / "profile_d32_1t_difference.md").read_text()
     assert re.search(r"^\| aten::addcmul +\| 0 +\| \d", difference, re.MULTILINE)  # Admin's op, absent from stock
     assert (tmp_path / "bench_step" / "ratios.png").stat().st_size > 0
-    assert (tmp_path / "logs" / "tests.log").exists()
     for model in ("admin", "frozen", "control"):
         interval = setting[f"{model}_over_stock_interval"]
         assert interval["n"] == setting["turns"] and interval["low"] < interval["geo_mean"] < interval["high"]
         assert setting[f"{model}_forward_backward_over_stock_interval"]["n"] == setting["turns"]
+    # --toy builds every trainer afresh after each repetition, in a rotated order (instance offsets average out)
+    built_in = BUILT_IN_ORDER.findall((tmp_path / "logs" / "bench_step.log").read_text())
+    assert setting["rebuild_every"] == 1
+    assert built_in == ["stock, admin, frozen, control", "admin, frozen, control, stock"]
 
     # --resume: a run stopped after its first repetition goes on from there and keeps what it had measured
     partial = tmp_path / "bench_step" / "steps_d32_1t.csv"
     first_rep = [r for r in read_csv(partial) if r["rep"] == "0"]
     partial.write_text("".join(partial.read_text().splitlines(keepends=True)[:1 + len(first_rep)]))
-    run_evidence("bench_step", "--data", data_bin, "--out", tmp_path / "bench_step", "--resume")
+    resumed_log = run_evidence("bench_step", "--data", data_bin, "--out", tmp_path / "bench_step", "--resume")
+    assert BUILT_IN_ORDER.findall(resumed_log) == ["admin, frozen, control, stock"]  # repetition 1's trainers
     resumed = read_csv(tmp_path / "bench_step" / "steps.csv")
     assert resumed[:len(first_rep)] == first_rep and len(resumed) == len(rows)
     assert [r["rep"] for r in resumed[len(first_rep):]] == ["1"] * (len(rows) - len(first_rep))
