@@ -251,12 +251,32 @@ def measure(data: Path, out: Path, layers: int, dim: int, threads: int, max_toke
     return rows
 
 
-def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list[float]:
-    """model/stock per (repetition, batch): the updates of the models on one batch, taken in turn."""
+def _turn_ratios(rows: list[dict[str, Any]], model: str, key: str) -> dict[tuple[int, int], float]:
     by_turn: dict[tuple[int, int], dict[str, float]] = {}
     for row in rows:
         by_turn.setdefault((row["rep"], row["batch"]), {})[row["model"]] = row[key]
-    return [times[model] / times["stock"] for _, times in sorted(by_turn.items())]
+    return {turn: times[model] / times["stock"] for turn, times in sorted(by_turn.items())}
+
+
+def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list[float]:
+    """model/stock per (repetition, batch): the updates of the models on one batch, taken in turn."""
+    return list(_turn_ratios(rows, model, key).values())
+
+
+def instance_ratios(rows: list[dict[str, Any]], model: str, rebuild_every: int, key: str = "seconds") -> list[float]:
+    """model/stock per set of trainer instances (the repetitions between two rebuilds): the geometric mean of its
+    turns. An instance's offset is shared by all its turns, so with rebuilds these are the independent samples."""
+    import math
+
+    by_instance: dict[int, list[float]] = {}
+    for (rep, _), ratio in _turn_ratios(rows, model, key).items():
+        by_instance.setdefault(rep // rebuild_every, []).append(math.log(ratio))
+    return [math.exp(statistics.fmean(logs)) for _, logs in sorted(by_instance.items())]
+
+
+def headline(setting: dict[str, Any], model: str) -> dict[str, float]:
+    """The interval a setting resolves: over its trainer instances where it rebuilt them, else over its turns."""
+    return setting.get(f"{model}_over_stock_instances") or setting[f"{model}_over_stock_interval"]
 
 
 def phase_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -267,7 +287,8 @@ def phase_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def plot(summary: list[dict[str, Any]], path: Path) -> None:
     """Left: every turn's ratio (how single updates scatter). Right: the geometric means with their 95 % intervals
-    (what the turns together resolve), on an axis that shows 1 %."""
+    (what the turns together resolve; over the trainer instances where they were rebuilt), on an axis that shows
+    1 %."""
     plt = pyplot()
     fig, (turns, means) = plt.subplots(1, 2, figsize=(11, 3.8))
     labels = [f"d{s['dim']} {s['threads']}t" for s in summary]
@@ -276,12 +297,14 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         for i, s in enumerate(summary):
             values, x = s[f"{model}_over_stock"]["all"], i + 0.2 * (offset - 1)
             turns.plot([x] * len(values), values, marker, alpha=0.15, color=f"C{offset}")
-            interval = s[f"{model}_over_stock_interval"]
+            interval = headline(s, model)
             means.errorbar(x, interval["geo_mean"], yerr=[[interval["geo_mean"] - interval["low"]],
                                                           [interval["high"] - interval["geo_mean"]]],
                            fmt=marker, ms=8, capsize=4, color=f"C{offset}",
                            label=labels_of[model] if i == 0 else None)
-    for ax, title in ((turns, "each turn"), (means, "geometric mean, 95 % interval")):
+    rebuilt = any(f"{m}_over_stock_instances" in s for s in summary for m in COMPARED)
+    for ax, title in ((turns, "each turn"), (means, "geometric mean, 95 % interval"
+                                             + (" over trainer instances" if rebuilt else ""))):
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xticks(range(len(labels)), labels)
         ax.set_title(title)
@@ -290,6 +313,20 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     means.legend(fontsize=8)
     fig.suptitle("One training step, the same batch, models in turn")
     save_figure(fig, path)
+
+
+def _instance_intervals(rows: list[dict[str, Any]], rebuild_every: int) -> dict[str, Any]:
+    """With rebuilt trainers: the number of instances and, per model, the interval over them (whole update, and
+    forward and backward only)."""
+    if not rebuild_every:
+        return {}
+    instances = {m: instance_ratios(rows, m, rebuild_every) for m in COMPARED}
+    if len(instances["admin"]) < 2:
+        return {}
+    return {"instances": len(instances["admin"]),
+            **{f"{m}_over_stock_instances": ratio_interval(values) for m, values in instances.items()},
+            **{f"{m}_forward_backward_over_stock_instances":
+               ratio_interval(instance_ratios(rows, m, rebuild_every, "forward_backward_s")) for m in COMPARED}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -354,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                 **{f"{m}_over_stock_interval": ratio_interval(ratios(measured, m)) for m in COMPARED},
                 **{f"{m}_forward_backward_over_stock_interval":
                    ratio_interval(ratios(measured, m, "forward_backward_s")) for m in COMPARED},
+                **_instance_intervals(measured, args.rebuild_every),
                 "stock_ms": round(1000 * statistics.median(r["seconds"] for r in measured if r["model"] == "stock"),
                                   1),
                 "phase_ms": phase_medians(measured)})
@@ -373,6 +411,15 @@ def main(argv: list[str] | None = None) -> int:
                            *(_interval(s[f"{m}_over_stock_interval"]) for m in COMPARED),
                            *(_interval(s[f"{m}_forward_backward_over_stock_interval"]) for m in COMPARED[:2])]
                           for s in summary]))
+    rebuilt = [s for s in summary if "instances" in s]
+    if rebuilt:
+        print(markdown_table(["dim", "threads", "instances", *(f"{m}/stock over instances [95 % interval]"
+                                                               for m in COMPARED),
+                              *(f"{m}/stock, forward and backward only" for m in COMPARED[:2])],
+                             [[s["dim"], s["threads"], s["instances"],
+                               *(_interval(s[f"{m}_over_stock_instances"]) for m in COMPARED),
+                               *(_interval(s[f"{m}_forward_backward_over_stock_instances"]) for m in COMPARED[:2])]
+                              for s in rebuilt]))
     print(markdown_table(["dim", "threads", "model", *(f"{phase} ms" for phase in PHASES)],
                          [[s["dim"], s["threads"], model, *s["phase_ms"][model].values()]
                           for s in summary for model in MODELS]))

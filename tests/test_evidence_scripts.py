@@ -216,7 +216,8 @@ def check_bench_step(step: dict, tmp_path: Path, data_bin: Path) -> None:
         assert setting[f"{model}_forward_backward_over_stock_interval"]["n"] == setting["turns"]
     # --toy builds every trainer afresh after each repetition, in a rotated order (instance offsets average out)
     built_in = BUILT_IN_ORDER.findall((tmp_path / "logs" / "bench_step.log").read_text())
-    assert setting["rebuild_every"] == 1
+    assert setting["rebuild_every"] == 1 and setting["instances"] == 2
+    assert all(setting[f"{m}_over_stock_instances"]["n"] == 2 for m in ("admin", "frozen", "control"))
     assert built_in == ["stock, admin, frozen, control", "admin, frozen, control, stock"]
 
     # --resume: a run stopped after its first repetition goes on from there and keeps what it had measured
@@ -230,14 +231,29 @@ def check_bench_step(step: dict, tmp_path: Path, data_bin: Path) -> None:
     assert [r["rep"] for r in resumed[len(first_rep):]] == ["1"] * (len(rows) - len(first_rep))
 
 
+def test_instance_ratios() -> None:
+    """With rebuilt trainers the samples are the instances: per instance the geometric mean of its turns' ratios."""
+    from fairseq_admin_evidence.bench_step import instance_ratios
+
+    seconds = {0: (1.0, 1.1), 1: (1.0, 1.21), 2: (2.0, 1.8), 3: (1.0, 0.9)}  # rep: (stock, admin)
+    rows = [{"rep": rep, "batch": 0, "model": model, "seconds": value}
+            for rep, pair in seconds.items() for model, value in zip(("stock", "admin"), pair, strict=True)]
+    one, two = instance_ratios(rows, "admin", rebuild_every=2)
+    assert one == pytest.approx(math.sqrt(1.1 * 1.21)) and two == pytest.approx(0.9)
+    assert instance_ratios(rows, "admin", rebuild_every=1) == pytest.approx([1.1, 1.21, 0.9, 0.9])
+
+
 def test_ratio_interval() -> None:
-    """The geometric mean of paired ratios, and a 95 % interval that narrows as 1/√n."""
+    """The geometric mean of paired ratios, and a 95 % interval (Student's t) that narrows as 1/√n."""
+    from scipy.stats import t
+
     few = ratio_interval([0.9, 1.1, 1.0, 1.05])
     many = ratio_interval([0.9, 1.1, 1.0, 1.05] * 25)
     assert few["geo_mean"] == pytest.approx(math.exp(sum(map(math.log, (0.9, 1.1, 1.0, 1.05))) / 4))
     assert many["geo_mean"] == pytest.approx(few["geo_mean"])
     assert few["low"] < many["low"] < many["geo_mean"] < many["high"] < few["high"]
-    assert many["high"] - many["low"] == pytest.approx((few["high"] - few["low"]) * math.sqrt(3 / 99), rel=0.02)
+    width = {n: math.log(i["high"] / i["low"]) for n, i in ((4, few), (100, many))}
+    assert width[100] / width[4] == pytest.approx(t.ppf(0.975, 99) / t.ppf(0.975, 3) * math.sqrt(3 / 99), rel=0.02)
     assert ratio_interval([1.2])["high"] == math.inf
 
 
