@@ -73,7 +73,7 @@ def _trainers(data: Path, out: Path, layers: int, dim: int, max_tokens: int, blo
     admin = ["--init-type", "adaptive", "--admin-profile", str(profile)]
     flags = {"stock": ["--arch", STOCK_ARCH], "admin": admin, "frozen": [*admin, "--admin-omega-fixed"],
              "control": ["--arch", STOCK_ARCH]}
-    built, samples = {}, None
+    built = {}
     for name in order:
         torch.manual_seed(1)
         args, task, model = build_in_process([*common, *flags[name]])
@@ -133,9 +133,14 @@ def _block(trainer: Any, samples: list) -> None:
     _synchronize()
 
 
-def _in_turn(rep: int, models: tuple[str, ...] = MODELS) -> tuple[str, ...]:
-    """The order of one turn: stock, admin, frozen, control, then the reverse, so drift hits every model alike."""
-    return models if rep % 2 == 0 else tuple(reversed(models))
+def _in_turn(turn: int, models: tuple[str, ...] = MODELS) -> tuple[str, ...]:
+    """The order of one turn: stock, admin, frozen, control, then the reverse, so that drift hits every model alike;
+    and every second turn the order is rotated by one, so that every model takes every place equally often. (Whoever
+    runs first after a repetition's bookkeeping, or first on a batch larger than the one before, measurably runs
+    slower: a fixed order gave stock that place in every even turn.)"""
+    shift = turn // 2 % len(models)
+    rotated = models[shift:] + models[:shift]
+    return rotated if turn % 2 == 0 else tuple(reversed(rotated))
 
 
 def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> str:

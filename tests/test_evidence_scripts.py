@@ -202,6 +202,7 @@ def check_bench_step(step: dict, tmp_path: Path, data_bin: Path) -> None:
     rows = read_csv(tmp_path / "bench_step" / "steps.csv")
     in_turn = ["stock", "admin", "frozen", "control"]
     assert [r["model"] for r in rows[:8]] == in_turn + in_turn[::-1]
+    assert [r["model"] for r in rows[8:16]] == in_turn[1:] + in_turn[:1] + (in_turn[1:] + in_turn[:1])[::-1]
     assert len(rows) == 4 * setting["turns"] == 4 * 2 * 2  # 2 repetitions over 2 batches
     assert 0.5 < setting["control_over_stock"]["median"] < 2
     phases = setting["phase_ms"]["admin"]
