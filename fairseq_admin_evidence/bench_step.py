@@ -138,9 +138,13 @@ def _in_turn(turn: int, models: tuple[str, ...] = MODELS) -> tuple[str, ...]:
     and every second turn the order is rotated by one, so that every model takes every place equally often. (Whoever
     runs first after a repetition's bookkeeping, or first on a batch larger than the one before, measurably runs
     slower: a fixed order gave stock that place in every even turn.)"""
-    shift = turn // 2 % len(models)
-    rotated = models[shift:] + models[:shift]
+    rotated = _rotated(models, turn // 2)
     return rotated if turn % 2 == 0 else tuple(reversed(rotated))
+
+
+def _rotated(models: tuple[str, ...], shift: int) -> tuple[str, ...]:
+    shift %= len(models)
+    return models[shift:] + models[:shift]
 
 
 def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> str:
@@ -188,8 +192,7 @@ def _profile(built: dict, samples: list, out: Path, tag: str, rounds: int) -> st
 
 def build_order(rep: int, rebuild_every: int) -> tuple[str, ...]:
     """The order the trainers of repetition ``rep`` were built in: :data:`MODELS`, rotated by one at every rebuild."""
-    shift = rep // rebuild_every % len(MODELS) if rebuild_every else 0
-    return MODELS[shift:] + MODELS[:shift]
+    return _rotated(MODELS, rep // rebuild_every if rebuild_every else 0)
 
 
 def _done_rows(path: Path) -> list[dict[str, Any]]:
@@ -271,12 +274,10 @@ def ratios(rows: list[dict[str, Any]], model: str, key: str = "seconds") -> list
 def instance_ratios(rows: list[dict[str, Any]], model: str, rebuild_every: int, key: str = "seconds") -> list[float]:
     """model/stock per set of trainer instances (the repetitions between two rebuilds): the geometric mean of its
     turns. An instance's offset is shared by all its turns, so with rebuilds these are the independent samples."""
-    import math
-
     by_instance: dict[int, list[float]] = {}
     for (rep, _), ratio in _turn_ratios(rows, model, key).items():
-        by_instance.setdefault(rep // rebuild_every, []).append(math.log(ratio))
-    return [math.exp(statistics.fmean(logs)) for _, logs in sorted(by_instance.items())]
+        by_instance.setdefault(rep // rebuild_every, []).append(ratio)
+    return [statistics.geometric_mean(values) for _, values in sorted(by_instance.items())]
 
 
 def headline(setting: dict[str, Any], model: str) -> dict[str, float]:
