@@ -1,6 +1,6 @@
 """The GPU checks of fairseq-admin in one run that prints ONE JSON object on stdout (progress on stderr).
 
-Three parts, each a subprocess whose log is kept; a part that fails is recorded (``ok: false``, the log's tail)
+Four parts, each a subprocess whose log is kept; a part that fails is recorded (``ok: false``, the log's tail)
 and the next part still runs:
 
 * ``tests``: ``pytest tests/test_gpu.py``: Admin under fairseq's flat ``--fp16`` path with RAdam and Adam, and
@@ -8,12 +8,14 @@ and the next part still runs:
 * ``bench_cost``: :mod:`fairseq_admin_evidence.bench_cost` ``--device cuda``: training throughput admin/stock in
   fp16, and the profiling pass's time and GPU memory at 6L, 18L and 100L;
 * ``bench_step``: :mod:`fairseq_admin_evidence.bench_step` ``--device cuda``: time per update of stock, Admin and
-  frozen-ω Admin on the same batches, with the profiler's per-operator difference table.
+  frozen-ω Admin on the same batches, with the profiler's per-operator difference table;
+* ``bench_shortcut``: :mod:`fairseq_admin_evidence.bench_shortcut` ``--device cuda``: the shortcut's own cost per
+  branch in fp16, the kept code against the alternatives measured on CPU.
 
 ``--cpu`` runs the same parts on CPU at toy sizes (the tests with ``FAIRSEQ_ADMIN_GPU_TESTS=cpu``); CI runs it, so
 this code runs before it meets a GPU.
 
-    python -m fairseq_admin_evidence.gpu_check DATA_BIN [--cpu] [--out-dir DIR] [--parts tests,bench_cost,bench_step]
+    python -m fairseq_admin_evidence.gpu_check DATA_BIN [--cpu] [--out-dir DIR] [--parts tests,bench_cost,...]
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from fairseq_admin_evidence.common import REPO
 from fairseq_admin_evidence.outputs import RESULTS, hardware, write_json
 from fairseq_admin_evidence.runs import run_logged
 
-PARTS = ("tests", "bench_cost", "bench_step")
+PARTS = ("tests", "bench_cost", "bench_step", "bench_shortcut")
 
 GPU_SIZES = {
     "bench_cost": ["--reps", "3", "--updates", "100", "--log-interval", "10", "--tp-dim", "512",
                    "--tp-max-tokens", "8192", "--profile-max-tokens", "4096", "--train-up-to", "100"],
     "bench_step": ["--dims", "512", "--threads", "1", "--max-tokens", "8192", "--block", "10", "--pairs", "20",
                    "--rebuild-every", "5", "--profile-rounds", "2"],
+    "bench_shortcut": ["--dims", "512,1024", "--tokens", "8192", "--reps", "100"],
 }
 """The measurements' sizes on a GPU (about 6 minutes on one H200 GPU); on CPU they run ``--toy``."""
 
@@ -51,7 +54,8 @@ def part_command(name: str, data: Path, out: Path, cpu: bool) -> list[str]:
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "test_gpu.py"),
                 f"--junitxml={out / 'tests.xml'}"]
     sizes = ["--toy"] if cpu else ["--device", "cuda", *GPU_SIZES[name]]
-    return [sys.executable, "-m", f"fairseq_admin_evidence.{name}", "--data", str(data), "--out", str(out), *sizes]
+    data_flags = [] if name == "bench_shortcut" else ["--data", str(data)]  # it needs no data
+    return [sys.executable, "-m", f"fairseq_admin_evidence.{name}", *data_flags, "--out", str(out), *sizes]
 
 
 def tests_result(path: Path) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks of fairseq-admin in one run; prints ONE JSON object on stdout, progress on stderr.
 #
-#   bash scripts/gpu_check.sh DATA_BIN [--cpu] [--out-dir DIR] [--parts tests,bench_cost,bench_step]
+#   bash scripts/gpu_check.sh DATA_BIN [--cpu] [--out-dir DIR] [--parts tests,bench_cost,bench_step,bench_shortcut]
 #
-# On a GPU machine: tests/test_gpu.py (flat --fp16 with RAdam and Adam, one-step Admin), then bench_cost and
-# bench_step with --device cuda (see fairseq_admin_evidence/gpu_check.py). With --cpu, the same on CPU at toy sizes:
-# CI runs that. Made for a bare GPU machine without network (torch with CUDA): if fairseq or pytest is not
+# On a GPU machine: tests/test_gpu.py (flat --fp16 with RAdam and Adam, one-step Admin), then bench_cost, bench_step
+# and bench_shortcut with --device cuda (see fairseq_admin_evidence/gpu_check.py). With --cpu, the same on CPU at toy
+# sizes: CI runs that. Made for a bare GPU machine without network (torch with CUDA): if fairseq or pytest is not
 # importable, it installs the wheels carried in .whl/ (fairseq-fixed, pytest and what they need that such a machine
-# lacks) into a private folder first, then runs `python -m fairseq_admin_evidence.gpu_check` from the repository
-# root (no install of fairseq-admin needed). Exit status 0 only when every part held.
+# lacks) into a private folder first, then runs `python -m fairseq_admin_evidence.gpu_check` from the repository root
+# (no install of fairseq-admin needed). Exit status 0 only when every part held.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

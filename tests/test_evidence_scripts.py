@@ -20,9 +20,9 @@ import pytest
 from fairseq_admin_evidence.outputs import ratio_interval, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
-EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "bench_step", "convergence", "convergence_summary",
-            "gpu_check", "layer_dependency", "monitor_diagnosis", "output_change", "output_change_paper",
-            "profile_differences", "stability")
+EVIDENCE = ("bench_cost", "bench_export", "bench_monitor", "bench_shortcut", "bench_step", "convergence",
+            "convergence_summary", "gpu_check", "layer_dependency", "monitor_diagnosis", "output_change",
+            "output_change_paper", "profile_differences", "stability")
 HELPERS = ("common", "data", "fairseq_logs", "in_process", "methods", "outputs", "regimes", "runs")
 
 
@@ -171,12 +171,14 @@ def test_convergence_summary_takes_each_cell_from_the_device_that_finished_it(tm
 
 
 def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
-    """scripts/gpu_check.sh --cpu: the GPU tests on CPU, then bench_cost and bench_step at toy sizes; one JSON."""
+    """scripts/gpu_check.sh --cpu: the GPU tests on CPU, then bench_cost, bench_step and bench_shortcut at toy sizes;
+    one JSON."""
     result = subprocess.run(["bash", "scripts/gpu_check.sh", data_bin, "--cpu", "--out-dir", tmp_path], cwd=REPO,
                             capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["ok"] and report["mode"] == "cpu" and list(report["parts"]) == ["tests", "bench_cost", "bench_step"]
+    assert report["ok"] and report["mode"] == "cpu" and list(report["parts"]) == [
+        "tests", "bench_cost", "bench_step", "bench_shortcut"]
     tests = report["parts"]["tests"]
     assert (tests["tests"], tests["failures"], tests["errors"], tests["skipped"]) == (3, 0, 0, 0)
 
@@ -190,6 +192,8 @@ def test_gpu_check_cpu_path(data_bin: Path, tmp_path: Path) -> None:
 
     assert (tmp_path / "logs" / "tests.log").exists()
     check_bench_step(report["parts"]["bench_step"]["summary"], tmp_path, data_bin)
+    (shortcut,) = report["parts"]["bench_shortcut"]["summary"]["settings"]
+    assert shortcut["variants"]["trainable"]["n"] == 4 and (tmp_path / "bench_shortcut" / "shortcut.png").exists()
 
 
 BUILT_IN_ORDER = re.compile(r"building the trainers in the order (.+)")
@@ -291,6 +295,33 @@ def test_bench_monitor_in_one_process(data_bin: Path, tmp_path: Path) -> None:
     assert summary["mode"] == "steps" and len(summary["cost_ratio"]["seconds"]["all"]) == 2
     records = [json.loads(line) for line in (tmp_path / "steps" / "admin_monitor.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "measure" for r in records) == 3  # one per monitored block (warm-up included)
+
+
+def test_bench_shortcut(tmp_path: Path) -> None:
+    """Every variant in turn, each repetition one row per variant, and the extra µs per branch with its interval."""
+    stdout = run_evidence("bench_shortcut", "--out", tmp_path)
+    rows = read_csv(tmp_path / "shortcut.csv", text={"variant"}, ints={"dim", "tokens", "threads", "rep"})
+    variants = ["stock", "frozen", "trainable", "addcmul", "function"]
+    assert [r["variant"] for r in rows[:5]] == variants  # the order rotates by one every repetition
+    assert [r["variant"] for r in rows[5:10]] == variants[1:] + variants[:1]
+    assert len(rows) == 4 * 5 and all(r["seconds_per_pass"] > 0 for r in rows)
+    (setting,) = json.loads((tmp_path / "summary.json").read_text())["settings"]
+    assert setting["variants"]["stock"]["extra_us_per_branch"] == 0
+    for variant in variants[1:]:
+        cost = setting["variants"][variant]
+        assert cost["n"] == 4 and cost["low"] < cost["extra_us_per_branch"] < cost["high"]
+    assert "| d 32, 64 tokens, 1t" in stdout and (tmp_path / "shortcut.png").stat().st_size > 0
+
+
+def test_bench_shortcut_compares_like_with_like() -> None:
+    """A variant that computed something else would be refused before it is timed."""
+    from fairseq_admin_evidence.bench_shortcut import _shortcuts, check_alike
+
+    shortcuts = _shortcuts(8)
+    check_alike(shortcuts, 8)
+    shortcuts["function"] = lambda x, f: x + f  # ω forgotten
+    with pytest.raises(AssertionError, match="function's output differs"):
+        check_alike(shortcuts, 8)
 
 
 @pytest.mark.parametrize("name", EVIDENCE)

@@ -1,0 +1,240 @@
+"""What one residual connection costs, Admin's against stock's, in microseconds per branch: the kept code and the
+alternatives measured against it.
+
+A whole update (``bench_step``) scatters by several percent from turn to turn, so it resolves Admin's cost only
+to about 1 %. This isolates the part that differs: a stack of ``--layers`` Post-LN residual branches at the model's
+width, ``x ← LN(shortcut(x, x ⊙ a))`` (one cheap branch, so the shortcut's work is a large share of the time),
+forward and backward, with each way of computing the shortcut in turn (the order rotated by one every repetition):
+
+* ``stock``: fairseq's ``residual + x``;
+* ``frozen`` and ``trainable``: :class:`~fairseq_admin.layers.AdminShortcut` as it is, ω frozen or trainable;
+* ``addcmul`` (not kept): a trainable ω through one fused ``addcmul`` and autograd's backward, whose ω gradient first
+  copies the shortcut (``shortcut * 1``);
+* ``function`` (not kept): a trainable ω through a Python ``autograd.Function`` (``addcmul`` forward; backward
+  ``grad * ω`` and ``(grad * shortcut)`` summed), the fewest native ops; in fairseq-train its backward also waits
+  for the GIL (docs/results.md section 10).
+
+Per variant the extra time per branch over stock, with a 95 % interval over the repetitions' paired differences.
+Multiplied by a model's branch count and divided by its update time, it predicts Admin's ratio in ``bench_step``.
+Writes ``shortcut.csv``, ``summary.json`` and ``shortcut.png``.
+
+    python -m fairseq_admin_evidence.bench_shortcut                    # d 128 and 512, 1 and 2 threads, ~4 min
+    python -m fairseq_admin_evidence.bench_shortcut --dims 512 --tokens 256 --threads 2 --reps 400
+    python -m fairseq_admin_evidence.bench_shortcut --toy              # CI size
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, write_csv, write_json
+from fairseq_admin_tools.figures import pyplot, save_figure
+
+VARIANTS = ("stock", "frozen", "trainable", "addcmul", "function")
+KEPT = VARIANTS[:3]
+SEQUENCE_LENGTH = 16
+"""Tokens per sentence: ``--tokens`` is laid out as (time, batch, channel) = (16, tokens / 16, dim), as fairseq's
+layers see a batch."""
+
+
+def _shortcuts(dim: int, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+    """{variant: callable(shortcut, branch) -> ω ⊙ shortcut + branch}, each with its own ω, all of the same value."""
+    import torch
+
+    from fairseq_admin.layers import AdminShortcut
+
+    class ShortcutFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, branch: torch.Tensor, shortcut: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(shortcut, omega)
+            return torch.addcmul(branch, shortcut, omega)
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            shortcut, omega = ctx.saved_tensors
+            return grad, grad * omega, (grad * shortcut).sum_to_size(omega.shape)
+
+    kind = getattr(torch, dtype)
+    values = torch.rand(dim, generator=torch.Generator().manual_seed(0)).add(0.5).to(device, kind)  # the same ω
+    frozen, trainable = AdminShortcut(dim).to(device, kind), AdminShortcut(dim).to(device, kind)
+    with torch.no_grad():
+        frozen.omega.copy_(values)
+        trainable.omega.copy_(values)
+    trainable.omega.requires_grad_(True)
+    addcmul, function = (torch.nn.Parameter(values.clone()) for _ in range(2))
+    return {
+        "stock": lambda x, f: x + f,
+        "frozen": frozen,
+        "trainable": trainable,
+        "addcmul": lambda x, f: torch.addcmul(f, x, addcmul),
+        "function": lambda x, f: ShortcutFunction.apply(f, x, function),
+    }
+
+
+def check_alike(shortcuts: dict[str, Any], dim: int, device: str = "cpu", dtype: str = "float32") -> None:
+    """Every Admin variant computes the same ω ⊙ x + f and the same gradients (to rounding: ``addcmul`` rounds once,
+    the kept trainable path twice), so that the timings compare like with like."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    shortcut, branch, grad = (torch.randn(3, 2, dim, generator=generator).to(device, getattr(torch, dtype))
+                              for _ in range(3))
+    tolerance = 1e-6 if dtype == "float32" else 1e-2
+    results = {}
+    for variant in VARIANTS[1:]:
+        x, f = shortcut.clone().requires_grad_(True), branch.clone().requires_grad_(True)
+        out = shortcuts[variant](x, f)
+        results[variant] = (out, *torch.autograd.grad(out, (x, f), grad))
+    for variant, values in results.items():
+        for name, ours, reference in zip(("output", "shortcut gradient", "branch gradient"), values,
+                                         results["frozen"], strict=True):
+            if not torch.allclose(ours, reference, rtol=tolerance, atol=tolerance):
+                raise AssertionError(f"bench_shortcut: {variant}'s {name} differs from the frozen shortcut's")
+
+
+def _stack(dim: int, layers: int, device: str, dtype: str) -> Any:
+    """One pass of the branch stack, forward and backward, for a shortcut callable (GPU work waited for)."""
+    import torch
+
+    kind = getattr(torch, dtype)
+    norms = [torch.nn.LayerNorm(dim).to(device, kind) for _ in range(layers)]
+    scales = [torch.nn.Parameter(torch.rand(dim).add(0.5).to(device, kind)) for _ in range(layers)]
+
+    def run(shortcut: Any, x: torch.Tensor) -> None:
+        for norm, scale in zip(norms, scales, strict=True):
+            x = norm(shortcut(x, x * scale))
+        x.float().sum().backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return run
+
+
+def measure(dim: int, tokens: int, threads: int, layers: int, reps: int, block: int, device: str = "cpu",
+            dtype: str = "float32") -> list[dict[str, Any]]:
+    """Seconds per pass of every variant, ``block`` passes per variant in turn, ``reps`` times."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)
+    shortcuts = _shortcuts(dim, device, dtype)
+    check_alike(shortcuts, dim, device, dtype)
+    run = _stack(dim, layers, device, dtype)
+    x = torch.randn(SEQUENCE_LENGTH, max(1, tokens // SEQUENCE_LENGTH), dim, device=device, dtype=getattr(torch, dtype),
+                    requires_grad=True)
+    for variant in VARIANTS:  # warm-up
+        for _ in range(block):
+            run(shortcuts[variant], x)
+    rows = []
+    for rep in range(reps):
+        shift = rep % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            start = time.perf_counter()
+            for _ in range(block):
+                run(shortcuts[variant], x)
+            rows.append({"dim": dim, "tokens": tokens, "threads": threads, "rep": rep, "variant": variant,
+                         "seconds_per_pass": (time.perf_counter() - start) / block})
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]], layers: int) -> dict[str, Any]:
+    """Per variant: µs per pass (median), and the extra µs per branch over stock (mean of the paired differences of
+    each repetition, with a 95 % interval, Student's t)."""
+    from scipy.stats import t
+
+    by_rep: dict[int, dict[str, float]] = {}
+    for row in rows:
+        by_rep.setdefault(row["rep"], {})[row["variant"]] = row["seconds_per_pass"]
+    summary: dict[str, Any] = {}
+    for variant in VARIANTS:
+        extra = [(r[variant] - r["stock"]) / layers * 1e6 for r in by_rep.values()]
+        n = len(extra)
+        half = t.ppf(0.975, n - 1) * statistics.stdev(extra) / math.sqrt(n) if n > 1 else math.inf
+        mean = statistics.fmean(extra)
+        summary[variant] = {"us_per_pass": statistics.median(r[variant] for r in by_rep.values()) * 1e6,
+                            "extra_us_per_branch": mean, "low": mean - half, "high": mean + half, "n": n}
+    return summary
+
+
+def plot(settings: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / (len(VARIANTS) - 1)
+    labels = [f"d {s['dim']}, {s['tokens']} tokens, {s['threads']}t" for s in settings]
+    for i, variant in enumerate(VARIANTS[1:]):
+        means = [s["variants"][variant]["extra_us_per_branch"] for s in settings]
+        errors = [[m - s["variants"][variant]["low"] for m, s in zip(means, settings, strict=True)],
+                  [s["variants"][variant]["high"] - m for m, s in zip(means, settings, strict=True)]]
+        positions = [j + (i - (len(VARIANTS) - 2) / 2) * width for j in range(len(settings))]
+        ax.bar(positions, means, width, yerr=errors, capsize=3,
+               label=variant + ("" if variant in KEPT else " (not kept)"))
+    ax.set_xticks(range(len(settings)), labels, fontsize=8)
+    ax.set_ylabel("extra µs per branch over stock (95 %)")
+    ax.set_title("The shortcut's own cost, forward and backward")
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m fairseq_admin_evidence.bench_shortcut",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_shortcut")
+    parser.add_argument("--dims", default="128,512")
+    parser.add_argument("--tokens", default="2048,256", help="tokens per batch, per dim (comma-separated) or one")
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--layers", type=int, default=30, help="branches in the stack (6L-6L has 30)")
+    parser.add_argument("--reps", type=int, default=100)
+    parser.add_argument("--block", type=int, default=3, help="passes per variant in a row")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: on a GPU, in fp16 (Admin's regime there); --threads is then ignored")
+    parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
+    options = parser.parse_args(argv)
+    options.dtype = "float16" if options.device == "cuda" else "float32"
+    if options.device == "cuda":
+        options.threads = "1"
+    if options.toy:
+        options.dims, options.tokens, options.threads, options.layers, options.reps = "32", "64", "1", 3, 4
+    return options
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    options = parse_args(argv)
+    dims = [int(d) for d in options.dims.split(",")]
+    tokens = [int(t) for t in options.tokens.split(",")]
+    tokens = tokens * len(dims) if len(tokens) == 1 else tokens
+    if len(tokens) != len(dims):
+        raise SystemExit(f"--tokens: give one value, or one per dim ({len(dims)})")
+    options.out.mkdir(parents=True, exist_ok=True)
+    rows, settings = [], []
+    for dim, count in zip(dims, tokens, strict=True):
+        for threads in (int(t) for t in options.threads.split(",")):
+            measured = measure(dim, count, threads, options.layers, options.reps, options.block, options.device,
+                               options.dtype)
+            rows += measured
+            variants = summarize(measured, options.layers)
+            settings.append({"dim": dim, "tokens": count, "threads": threads, "variants": variants})
+            print(f"d {dim}, {count} tokens, {threads} thread(s): " + ", ".join(
+                f"{v} {s['extra_us_per_branch']:+.1f} [{s['low']:+.1f}, {s['high']:+.1f}] µs/branch"
+                for v, s in variants.items() if v != "stock"), flush=True)
+    write_csv(options.out / "shortcut.csv", rows)
+    summary = {"hardware": hardware(options.device), "dtype": options.dtype, "layers": options.layers,
+               "reps": options.reps, "block": options.block, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "settings": settings}
+    write_json(options.out / "summary.json", summary)
+    plot(settings, options.out / "shortcut.png")
+    print(markdown_table(
+        ["setting", "stock µs/pass", *(f"{v} µs/branch [95 %]" for v in VARIANTS[1:])],
+        [[f"d {s['dim']}, {s['tokens']} tokens, {s['threads']}t", round(s["variants"]["stock"]["us_per_pass"]),
+          *(f"{s['variants'][v]['extra_us_per_branch']:+.1f} [{s['variants'][v]['low']:+.1f}, "
+            f"{s['variants'][v]['high']:+.1f}]" for v in VARIANTS[1:])] for s in settings]))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
