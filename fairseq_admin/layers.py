@@ -43,18 +43,15 @@ class AdminShortcut(nn.Module):
     """``ω ⊙ shortcut + branch``: the one place a residual connection is computed.
 
     ω is a per-channel parameter that starts at 1 (exactly the stock ``shortcut + branch``) and is frozen
-    (``requires_grad=False``) unless an init type makes it trainable. Native ops only, with autograd's native
-    backward, each the cheapest one for its case (docs/results.md section 10):
-
-    * frozen ω: one fused ``addcmul`` forward; its backward is one multiply, ``grad * ω``;
-    * trainable ω: ``shortcut * ω``, then the branch added in place: the backward of ``mul`` is ``grad * ω``
-      and ``grad * shortcut`` summed to ω's shape, where ``addcmul``'s also copies the shortcut
-      (``shortcut * 1``) first. It rounds as the original's ``x + residual * ratio`` does, bit for bit.
-
-    A Python ``autograd.Function`` for the trainable case was measured and not kept: its own overhead ate what it
-    saved, and in fairseq-train its backward must take Python's lock (the GIL) from fairseq's batch-prefetch
-    thread once per trainable branch. ``padding_mask`` is not part of the math: the profiling hooks
-    (:mod:`fairseq_admin.profiling`) read it from the call.
+    (``requires_grad=False``) unless an init type makes it trainable. One fused op (``addcmul``) forward, and
+    autograd's native backward: for a frozen ω one multiply (``grad * ω``); for a trainable ω also ω's gradient.
+    Two ways around the ``shortcut * 1`` copy autograd makes for ω's gradient were measured and not kept
+    (``python -m fairseq_admin_evidence.bench_shortcut``, docs/results.md section 10): ``shortcut * ω`` with the
+    branch added in place costs the same (one more pass forward, one fewer backward), and a Python
+    ``autograd.Function`` saves no more, while in fairseq-train its backward must take Python's lock (the GIL) from
+    fairseq's batch-prefetch thread once per trainable branch.
+    ``padding_mask`` is not part of the math: the profiling hooks (:mod:`fairseq_admin.profiling`) read it from
+    the call.
     """
 
     def __init__(self, dim: int) -> None:
@@ -62,8 +59,6 @@ class AdminShortcut(nn.Module):
         self.omega = nn.Parameter(torch.ones(dim), requires_grad=False)
 
     def forward(self, shortcut: Tensor, branch: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        if self.omega.requires_grad:
-            return (shortcut * self.omega).add_(branch)  # the product is ours: adding in place is safe
         return torch.addcmul(branch, shortcut, self.omega)
 
 

@@ -7,15 +7,17 @@ width, ``x ← LN(shortcut(x, x ⊙ a))`` (one cheap branch, so the shortcut's w
 forward and backward, with each way of computing the shortcut in turn (the order rotated by one every repetition):
 
 * ``stock``: fairseq's ``residual + x``;
-* ``frozen`` and ``trainable``: :class:`~fairseq_admin.layers.AdminShortcut` as it is, ω frozen or trainable;
-* ``addcmul`` (not kept): a trainable ω through one fused ``addcmul`` and autograd's backward, whose ω gradient first
-  copies the shortcut (``shortcut * 1``);
+* ``frozen`` and ``trainable``: :class:`~fairseq_admin.layers.AdminShortcut` as it is, ω frozen or trainable
+  (one fused ``addcmul``; for a trainable ω autograd's backward first copies the shortcut, ``shortcut * 1``);
+* ``mul_add`` (not kept): a trainable ω as ``shortcut * ω`` with the branch added in place: no copy backward, one
+  more pass forward;
 * ``function`` (not kept): a trainable ω through a Python ``autograd.Function`` (``addcmul`` forward; backward
   ``grad * ω`` and ``(grad * shortcut)`` summed), the fewest native ops; in fairseq-train its backward also waits
   for the GIL (docs/results.md section 10).
 
 Per variant the extra time per branch over stock, with a 95 % interval over the repetitions' paired differences.
-Multiplied by a model's branch count and divided by its update time, it predicts Admin's ratio in ``bench_step``.
+Multiplied by a model's branch count (6L-6L: 30, the first of each side with a frozen ω) and divided by its update
+time, it estimates Admin's ratio in ``bench_step`` with a far narrower interval.
 Writes ``shortcut.csv``, ``summary.json`` and ``shortcut.png``.
 
     python -m fairseq_admin_evidence.bench_shortcut                    # d 128 and 512, 1 and 2 threads, ~4 min
@@ -35,7 +37,7 @@ from typing import Any
 from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, write_csv, write_json
 from fairseq_admin_tools.figures import pyplot, save_figure
 
-VARIANTS = ("stock", "frozen", "trainable", "addcmul", "function")
+VARIANTS = ("stock", "frozen", "trainable", "mul_add", "function")
 KEPT = VARIANTS[:3]
 SEQUENCE_LENGTH = 16
 """Tokens per sentence: ``--tokens`` is laid out as (time, batch, channel) = (16, tokens / 16, dim), as fairseq's
@@ -66,19 +68,19 @@ def _shortcuts(dim: int, device: str = "cpu", dtype: str = "float32") -> dict[st
         frozen.omega.copy_(values)
         trainable.omega.copy_(values)
     trainable.omega.requires_grad_(True)
-    addcmul, function = (torch.nn.Parameter(values.clone()) for _ in range(2))
+    mul_add, function = (torch.nn.Parameter(values.clone()) for _ in range(2))
     return {
         "stock": lambda x, f: x + f,
         "frozen": frozen,
         "trainable": trainable,
-        "addcmul": lambda x, f: torch.addcmul(f, x, addcmul),
+        "mul_add": lambda x, f: (x * mul_add).add_(f),
         "function": lambda x, f: ShortcutFunction.apply(f, x, function),
     }
 
 
 def check_alike(shortcuts: dict[str, Any], dim: int, device: str = "cpu", dtype: str = "float32") -> None:
     """Every Admin variant computes the same ω ⊙ x + f and the same gradients (to rounding: ``addcmul`` rounds once,
-    the kept trainable path twice), so that the timings compare like with like."""
+    ``mul_add`` twice), so that the timings compare like with like."""
     import torch
 
     generator = torch.Generator().manual_seed(1)

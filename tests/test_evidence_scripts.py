@@ -301,7 +301,7 @@ def test_bench_shortcut(tmp_path: Path) -> None:
     """Every variant in turn, each repetition one row per variant, and the extra µs per branch with its interval."""
     stdout = run_evidence("bench_shortcut", "--out", tmp_path)
     rows = read_csv(tmp_path / "shortcut.csv", text={"variant"}, ints={"dim", "tokens", "threads", "rep"})
-    variants = ["stock", "frozen", "trainable", "addcmul", "function"]
+    variants = ["stock", "frozen", "trainable", "mul_add", "function"]
     assert [r["variant"] for r in rows[:5]] == variants  # the order rotates by one every repetition
     assert [r["variant"] for r in rows[5:10]] == variants[1:] + variants[:1]
     assert len(rows) == 4 * 5 and all(r["seconds_per_pass"] > 0 for r in rows)

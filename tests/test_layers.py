@@ -72,34 +72,3 @@ def test_padding_modes(data_bin: Path) -> None:
     b = profile_samples(model, single, include_padding=False)
     for side in ("encoder", "decoder"):
         assert a.omegas(side) == pytest.approx(b.omegas(side), rel=1e-6)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_shortcut_math(dtype: str) -> None:
-    """Trainable ω: the original's ``x + residual * ratio`` bit for bit, and autograd's ``addcmul`` gradients bit for
-    bit; frozen ω: one fused ``addcmul``. The branch and the shortcut are never written to."""
-    import torch
-
-    from fairseq_admin.layers import AdminShortcut
-
-    generator = torch.Generator().manual_seed(0)
-    kind = getattr(torch, dtype)
-    shortcut, branch, grad = (torch.randn(7, 3, 16, generator=generator).to(kind) for _ in range(3))
-    omega = (torch.rand(16, generator=generator) + 0.5).to(kind)
-    module = AdminShortcut(16).to(kind)
-    with torch.no_grad():
-        module.omega.copy_(omega)
-
-    frozen = module(shortcut, branch)
-    assert torch.equal(frozen, torch.addcmul(branch, shortcut, omega))
-
-    module.omega.requires_grad_(True)
-    x, f = shortcut.clone().requires_grad_(True), branch.clone().requires_grad_(True)
-    out = module(x, f)
-    assert torch.equal(out, f + x * omega)  # the original's rounding: product, then sum
-    assert torch.equal(x, shortcut) and torch.equal(f, branch)
-    ours = torch.autograd.grad(out, (x, f, module.omega), grad)
-    reference_omega = omega.clone().requires_grad_(True)
-    reference = torch.autograd.grad(torch.addcmul(f, x, reference_omega), (x, f, reference_omega), grad)
-    for a, b in zip(ours, reference, strict=True):
-        assert torch.equal(a, b)
