@@ -1,5 +1,5 @@
-"""What one residual connection costs, Admin's against stock's, in microseconds per branch: the kept code and the
-alternatives measured against it.
+"""What Admin adds to a training step beyond stock's, part by part: each residual connection, in microseconds per
+branch (the kept code and the alternatives measured against it), and fairseq's per-parameter work for the ω vectors.
 
 A whole update (``bench_step``) scatters by several percent from turn to turn, so it resolves Admin's cost only
 to about 1 %. This isolates the part that differs: a stack of ``--layers`` Post-LN residual branches at the model's
@@ -16,8 +16,11 @@ forward and backward, with each way of computing the shortcut in turn (the order
   for the GIL (docs/results.md section 10).
 
 Per variant the extra time per branch over stock, with a 95 % interval over the repetitions' paired differences.
-Multiplied by a model's branch count (6L-6L: 30, the first of each side with a frozen ω) and divided by its update
-time, it estimates Admin's ratio in ``bench_step`` with a far narrower interval.
+Then the fixed cost of trainable ω vectors (``--vectors``, 28 in a 6L-6L model: the first branch of each side keeps
+ω = 1): fairseq's gradient scaling, clipping norm, optimizer step and zeroing loop over parameters in Python, so
+each vector costs the same whatever its size; timed on those vectors alone, with fairseq's ``adam`` (bench_step's)
+and our ``radam`` (the recipes'). The branches' cost times their count plus the vectors', over a model's update
+time, estimates Admin's ratio in ``bench_step`` with a far narrower interval than bench_step's own.
 Writes ``shortcut.csv``, ``summary.json`` and ``shortcut.png``.
 
     python -m fairseq_admin_evidence.bench_shortcut                    # d 128 and 512, 1 and 2 threads, ~4 min
@@ -39,6 +42,7 @@ from fairseq_admin_tools.figures import pyplot, save_figure
 
 VARIANTS = ("stock", "frozen", "trainable", "mul_add", "function")
 KEPT = VARIANTS[:3]
+OPTIMIZERS = ("adam", "radam")
 SEQUENCE_LENGTH = 16
 """Tokens per sentence: ``--tokens`` is laid out as (time, batch, channel) = (16, tokens / 16, dim), as fairseq's
 layers see a batch."""
@@ -163,6 +167,36 @@ def summarize(rows: list[dict[str, Any]], layers: int) -> dict[str, Any]:
     return summary
 
 
+def parameter_cost(dim: int, vectors: int, optimizer: str, threads: int, reps: int) -> dict[str, float]:
+    """Milliseconds per update that fairseq's per-parameter loops spend on ``vectors`` trainable ω of width ``dim``:
+    gradient scaling (``multiply_grads``), the clipping norm, the optimizer step and zeroing, as ``Trainer``
+    calls them; median and min over ``reps`` updates after a warm-up (RAdam's first 5 steps update nothing)."""
+    import torch
+    from fairseq.utils import clip_grad_norm_
+
+    torch.set_num_threads(threads)
+    if optimizer == "adam":
+        from fairseq.optim.adam import FairseqAdam as Optimizer
+        from fairseq.optim.adam import FairseqAdamConfig as Config
+    else:
+        from fairseq_admin.radam import FairseqRAdam as Optimizer
+        from fairseq_admin.radam import FairseqRAdamConfig as Config
+    omegas = [torch.nn.Parameter(torch.ones(dim)) for _ in range(vectors)]
+    chosen = Optimizer(Config(adam_betas="(0.9, 0.98)", lr=[1e-3]), omegas)
+    seconds = []
+    for rep in range(10 + reps):
+        for omega in omegas:
+            omega.grad = torch.full_like(omega, 1e-3)
+        start = time.perf_counter()
+        chosen.multiply_grads(0.5)
+        clip_grad_norm_(omegas, 0.0)
+        chosen.step()
+        chosen.zero_grad()
+        if rep >= 10:
+            seconds.append(time.perf_counter() - start)
+    return {"ms_per_update": statistics.median(seconds) * 1e3, "min_ms": min(seconds) * 1e3}
+
+
 def plot(settings: list[dict[str, Any]], path: Path) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -193,6 +227,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=30, help="branches in the stack (6L-6L has 30)")
     parser.add_argument("--reps", type=int, default=100)
     parser.add_argument("--block", type=int, default=3, help="passes per variant in a row")
+    parser.add_argument("--vectors", type=int, default=28, help="trainable ω vectors (6L-6L: 28)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: on a GPU, in fp16 (Admin's regime there); --threads is then ignored")
     parser.add_argument("--toy", action="store_true", help="tiny sizes (CI)")
@@ -203,6 +238,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if options.toy:
         options.dims, options.tokens, options.threads, options.layers, options.reps = "32", "64", "1", 3, 4
     return options
+
+
+def measure_setting(options: argparse.Namespace, dim: int, tokens: int, threads: int) -> tuple[list, dict]:
+    """One (dim, tokens, threads): the rows of every pass, and the setting's summary (printed as it ends)."""
+    rows = measure(dim, tokens, threads, options.layers, options.reps, options.block, options.device, options.dtype)
+    variants = summarize(rows, options.layers)
+    # on a GPU fairseq's --fp16 hands the optimizer one flat tensor: no per-vector cost to measure there
+    vectors = {name: parameter_cost(dim, options.vectors, name, threads, 10 * options.reps)
+               for name in OPTIMIZERS} if options.device == "cpu" else {}
+    print(f"d {dim}, {tokens} tokens, {threads} thread(s): "
+          + ", ".join(f"{v} {c['extra_us_per_branch']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}] µs/branch"
+                      for v, c in variants.items() if v != "stock")
+          + "".join(f"; {options.vectors} ω vectors with {name} {cost['ms_per_update']:.2f} ms/update"
+                    for name, cost in vectors.items()), flush=True)
+    return rows, {"dim": dim, "tokens": tokens, "threads": threads, "variants": variants, "vectors": vectors}
+
+
+def table(settings: list[dict[str, Any]], vectors: int) -> str:
+    def cost(c: dict[str, float]) -> str:
+        return f"{c['extra_us_per_branch']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}]"
+
+    return markdown_table(
+        ["setting", "stock µs/pass", *(f"{v} µs/branch [95 %]" for v in VARIANTS[1:]),
+         *(f"{vectors} ω, {name} ms/update" for name in OPTIMIZERS)],
+        [[f"d {s['dim']}, {s['tokens']} tokens, {s['threads']}t", round(s["variants"]["stock"]["us_per_pass"]),
+          *(cost(s["variants"][v]) for v in VARIANTS[1:]),
+          *(round(s["vectors"][name]["ms_per_update"], 2) if s["vectors"] else "" for name in OPTIMIZERS)]
+         for s in settings])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -216,25 +279,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, settings = [], []
     for dim, count in zip(dims, tokens, strict=True):
         for threads in (int(t) for t in options.threads.split(",")):
-            measured = measure(dim, count, threads, options.layers, options.reps, options.block, options.device,
-                               options.dtype)
+            measured, setting = measure_setting(options, dim, count, threads)
             rows += measured
-            variants = summarize(measured, options.layers)
-            settings.append({"dim": dim, "tokens": count, "threads": threads, "variants": variants})
-            print(f"d {dim}, {count} tokens, {threads} thread(s): " + ", ".join(
-                f"{v} {s['extra_us_per_branch']:+.1f} [{s['low']:+.1f}, {s['high']:+.1f}] µs/branch"
-                for v, s in variants.items() if v != "stock"), flush=True)
+            settings.append(setting)
     write_csv(options.out / "shortcut.csv", rows)
     summary = {"hardware": hardware(options.device), "dtype": options.dtype, "layers": options.layers,
-               "reps": options.reps, "block": options.block, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-               "settings": settings}
+               "vectors": options.vectors, "reps": options.reps, "block": options.block,
+               "when": time.strftime("%Y-%m-%d %H:%M:%S"), "settings": settings}
     write_json(options.out / "summary.json", summary)
     plot(settings, options.out / "shortcut.png")
-    print(markdown_table(
-        ["setting", "stock µs/pass", *(f"{v} µs/branch [95 %]" for v in VARIANTS[1:])],
-        [[f"d {s['dim']}, {s['tokens']} tokens, {s['threads']}t", round(s["variants"]["stock"]["us_per_pass"]),
-          *(f"{s['variants'][v]['extra_us_per_branch']:+.1f} [{s['variants'][v]['low']:+.1f}, "
-            f"{s['variants'][v]['high']:+.1f}]" for v in VARIANTS[1:])] for s in settings]))
+    print(table(settings, options.vectors))
     return summary
 
 

@@ -310,6 +310,8 @@ def test_bench_shortcut(tmp_path: Path) -> None:
     for variant in variants[1:]:
         cost = setting["variants"][variant]
         assert cost["n"] == 4 and cost["low"] < cost["extra_us_per_branch"] < cost["high"]
+    assert all(0 < setting["vectors"][name]["min_ms"] <= setting["vectors"][name]["ms_per_update"]
+               for name in ("adam", "radam"))
     assert "| d 32, 64 tokens, 1t" in stdout and (tmp_path / "shortcut.png").stat().st_size > 0
 
 
