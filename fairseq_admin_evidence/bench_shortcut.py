@@ -48,7 +48,7 @@ SEQUENCE_LENGTH = 16
 layers see a batch."""
 
 
-def _shortcuts(dim: int, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+def shortcut_variants(dim: int, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
     """{variant: callable(shortcut, branch) -> ω ⊙ shortcut + branch}, each with its own ω, all of the same value."""
     import torch
 
@@ -128,7 +128,7 @@ def measure(dim: int, tokens: int, threads: int, layers: int, reps: int, block: 
 
     torch.set_num_threads(threads)
     torch.manual_seed(1)
-    shortcuts = _shortcuts(dim, device, dtype)
+    shortcuts = shortcut_variants(dim, device, dtype)
     check_alike(shortcuts, dim, device, dtype)
     run = _stack(dim, layers, device, dtype)
     x = torch.randn(SEQUENCE_LENGTH, max(1, tokens // SEQUENCE_LENGTH), dim, device=device, dtype=getattr(torch, dtype),

@@ -317,9 +317,9 @@ def test_bench_shortcut(tmp_path: Path) -> None:
 
 def test_bench_shortcut_compares_like_with_like() -> None:
     """A variant that computed something else would be refused before it is timed."""
-    from fairseq_admin_evidence.bench_shortcut import _shortcuts, check_alike
+    from fairseq_admin_evidence.bench_shortcut import check_alike, shortcut_variants
 
-    shortcuts = _shortcuts(8)
+    shortcuts = shortcut_variants(8)
     check_alike(shortcuts, 8)
     shortcuts["function"] = lambda x, f: x + f  # ω forgotten
     with pytest.raises(AssertionError, match="function's output differs"):
