@@ -5,7 +5,7 @@ Reads what the runs left (``python -m fairseq_admin_evidence.convergence``), per
 (``fairseq-admin-evaluate``). A run that has not finished is listed with what it reached and
 ``"finished": false``; no figure is made up for it.
 
-Runs made on two devices (this CPU, and the GPU machine some sessions are lent: ``scripts/convergence_on_gpu.sh``)
+Runs made on two devices (a CPU, and a GPU machine running ``scripts/convergence_on_gpu.sh``)
 are read from their own folders. A cell takes the first device, in the order given, that finished it, else the one
 that got furthest; the same run on another device is kept under ``other_devices`` and in the cross-device table, so
 the difference between devices can be set against the difference between seeds.
