@@ -31,13 +31,13 @@ Writes ``shortcut.csv``, ``summary.json`` and ``shortcut.png``.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, write_csv, write_json
+from fairseq_admin_evidence.bench_step import per_dim
+from fairseq_admin_evidence.outputs import RESULTS, hardware, markdown_table, mean_interval, write_csv, write_json
 from fairseq_admin_tools.figures import pyplot, save_figure
 
 VARIANTS = ("stock", "frozen", "trainable", "mul_add", "function")
@@ -150,20 +150,16 @@ def measure(dim: int, tokens: int, threads: int, layers: int, reps: int, block: 
 
 def summarize(rows: list[dict[str, Any]], layers: int) -> dict[str, Any]:
     """Per variant: µs per pass (median), and the extra µs per branch over stock (mean of the paired differences of
-    each repetition, with a 95 % interval, Student's t)."""
-    from scipy.stats import t
-
+    each repetition, with its 95 % interval)."""
     by_rep: dict[int, dict[str, float]] = {}
     for row in rows:
         by_rep.setdefault(row["rep"], {})[row["variant"]] = row["seconds_per_pass"]
     summary: dict[str, Any] = {}
     for variant in VARIANTS:
-        extra = [(r[variant] - r["stock"]) / layers * 1e6 for r in by_rep.values()]
-        n = len(extra)
-        half = t.ppf(0.975, n - 1) * statistics.stdev(extra) / math.sqrt(n) if n > 1 else math.inf
-        mean = statistics.fmean(extra)
+        extra = mean_interval([(r[variant] - r["stock"]) / layers * 1e6 for r in by_rep.values()])
         summary[variant] = {"us_per_pass": statistics.median(r[variant] for r in by_rep.values()) * 1e6,
-                            "extra_us_per_branch": mean, "low": mean - half, "high": mean + half, "n": n}
+                            "extra_us_per_branch": extra["mean"], "low": extra["low"], "high": extra["high"],
+                            "n": extra["n"]}
     return summary
 
 
@@ -222,7 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_shortcut")
     parser.add_argument("--dims", default="128,512")
-    parser.add_argument("--tokens", default="2048,256", help="tokens per batch, per dim (comma-separated) or one")
+    parser.add_argument("--tokens", default="2048,256",
+                        help="tokens per batch, per dim (comma-separated), or one for all")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--layers", type=int, default=30, help="branches in the stack (6L-6L has 30)")
     parser.add_argument("--reps", type=int, default=100)
@@ -271,13 +268,9 @@ def table(settings: list[dict[str, Any]], vectors: int) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     dims = [int(d) for d in options.dims.split(",")]
-    tokens = [int(t) for t in options.tokens.split(",")]
-    tokens = tokens * len(dims) if len(tokens) == 1 else tokens
-    if len(tokens) != len(dims):
-        raise SystemExit(f"--tokens: give one value, or one per dim ({len(dims)})")
     options.out.mkdir(parents=True, exist_ok=True)
     rows, settings = [], []
-    for dim, count in zip(dims, tokens, strict=True):
+    for dim, count in zip(dims, per_dim(options.tokens, dims), strict=True):
         for threads in (int(t) for t in options.threads.split(",")):
             measured, setting = measure_setting(options, dim, count, threads)
             rows += measured

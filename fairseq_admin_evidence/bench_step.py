@@ -363,7 +363,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _per_dim(values: str, dims: list[int]) -> list[int]:
+def per_dim(values: str, dims: list[int]) -> list[int]:
     """A comma-separated option with one value per dim, or one value for all."""
     numbers = [int(v) for v in values.split(",")]
     return numbers[:len(dims)] if len(numbers) >= len(dims) else [numbers[0]] * len(dims)
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows, summary = [], []
     dims = [int(d) for d in args.dims.split(",")]
-    for dim, max_tokens, pairs in zip(dims, _per_dim(args.max_tokens, dims), _per_dim(args.pairs, dims), strict=True):
+    for dim, max_tokens, pairs in zip(dims, per_dim(args.max_tokens, dims), per_dim(args.pairs, dims), strict=True):
         for threads in map(int, args.threads.split(",")):
             measured = measure(data, args.out, args.layers, dim, threads, max_tokens, args.block, pairs,
                                args.warmup, args.profile_rounds, args.device, args.resume, args.rebuild_every)

@@ -34,6 +34,8 @@ from fairseq_admin_evidence.outputs import RESULTS, hardware, write_json
 from fairseq_admin_evidence.runs import run_logged
 
 PARTS = ("tests", "bench_cost", "bench_step", "bench_shortcut")
+READS_DATA = ("bench_cost", "bench_step")
+"""The measurements that train on DATA_BIN (bench_shortcut times tensors of its own)."""
 
 GPU_SIZES = {
     "bench_cost": ["--reps", "3", "--updates", "100", "--log-interval", "10", "--tp-dim", "512",
@@ -54,7 +56,7 @@ def part_command(name: str, data: Path, out: Path, cpu: bool) -> list[str]:
         return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO / "tests" / "test_gpu.py"),
                 f"--junitxml={out / 'tests.xml'}"]
     sizes = ["--toy"] if cpu else ["--device", "cuda", *GPU_SIZES[name]]
-    data_flags = [] if name == "bench_shortcut" else ["--data", str(data)]  # it needs no data
+    data_flags = ["--data", str(data)] if name in READS_DATA else []
     return [sys.executable, "-m", f"fairseq_admin_evidence.{name}", *data_flags, "--out", str(out), *sizes]
 
 

@@ -68,23 +68,31 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
             "all": values}
 
 
-def ratio_interval(ratios: Sequence[float]) -> dict[str, float]:
-    """Geometric mean of paired ratios with a 95 % confidence interval (Student's t, on their logarithms).
-
-    The median and min–max of :func:`spread` say how single pairs scatter; this says how well the many pairs pin
-    down the ratio itself: its half-width shrinks as 1/√n, which is what lets a noisy machine resolve 1 %. (Student's
-    t, not the normal 1.96, because a few independent samples, e.g. a handful of rebuilt trainers, are common here.)
-    """
+def mean_interval(values: Sequence[float]) -> dict[str, float]:
+    """Mean with a 95 % confidence interval (Student's t, not the normal 1.96: a few independent samples, e.g. a
+    handful of rebuilt trainers, are common here); one value gives an unbounded interval."""
     import math
     import statistics
 
     from scipy.stats import t
 
-    logs = [math.log(r) for r in ratios]
-    mean = statistics.fmean(logs)
-    n = len(logs)
-    half = t.ppf(0.975, n - 1) * statistics.stdev(logs) / math.sqrt(n) if n > 1 else math.inf
-    return {"n": n, "geo_mean": math.exp(mean), "low": math.exp(mean - half), "high": math.exp(mean + half)}
+    n = len(values)
+    mean = statistics.fmean(values)
+    half = t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.inf
+    return {"n": n, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def ratio_interval(ratios: Sequence[float]) -> dict[str, float]:
+    """Geometric mean of paired ratios with a 95 % confidence interval (:func:`mean_interval` of their logarithms).
+
+    The median and min–max of :func:`spread` say how single pairs scatter; this says how well the many pairs pin
+    down the ratio itself: its half-width shrinks as 1/√n, which is what lets a noisy machine resolve 1 %.
+    """
+    import math
+
+    logs = mean_interval([math.log(r) for r in ratios])
+    return {"n": logs["n"], "geo_mean": math.exp(logs["mean"]), "low": math.exp(logs["low"]),
+            "high": math.exp(logs["high"])}
 
 
 def hardware(device: str = "cpu") -> str:
